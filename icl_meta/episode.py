@@ -1,0 +1,50 @@
+"""The two contracts everything hangs on: an Episode (a batch of tasks) and a Learner."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple, Protocol
+
+import jax
+
+Array = jax.Array
+
+
+class Episode(NamedTuple):
+    """A batch of B tasks, each a sequence of N examples.
+
+    x: [B, N, d] float32 inputs.
+    y: [B, N] int32 class ids (classification) or float32 targets (regression).
+    params: dict of the task parameters that generated the batch (documented per family), so that tests can
+        recompute every label and oracle algorithms can use the truth.
+    """
+
+    x: Array
+    y: Array
+    params: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """What a learner must know about a task family: input dim and number of classes (None for regression)."""
+
+    d: int
+    num_classes: int | None
+
+    @property
+    def is_regression(self) -> bool:
+        return self.num_classes is None
+
+
+class Learner(Protocol):
+    """A prequential learner: the output at position i uses only examples j < i and x_i.
+
+    One `predict` call therefore yields the whole metric-vs-context-size curve (context sizes 0..N-1).
+    Classification outputs are per-class scores [B, N, C] (log-probabilities for trainable learners);
+    regression outputs are predictions [B, N]. With `positions` (int[K]), only those positions are returned,
+    [B, K, ...]; a learner may use it to skip work.
+    """
+
+    def init(self, key: Array, spec: TaskSpec) -> Any: ...
+
+    def predict(self, params: Any, x: Array, y: Array, positions: Array | None = None) -> Array: ...

@@ -1,0 +1,118 @@
+"""A run directory: config.json (written first), metrics.jsonl, results.json, provenance, figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from icl_meta.errors import ConfigError
+
+
+def provenance(seed: int | None = None) -> dict[str, Any]:
+    import flax
+    import numpy
+    import optax
+
+    return {
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "git_revision": _git_revision(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "numpy": numpy.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "seed": seed,
+    }
+
+
+def _git_revision() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic write: a crash never leaves a half-written results file behind."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+@dataclasses.dataclass
+class RunDir:
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / "results.json"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def start(self, config: dict[str, Any], resume: bool) -> None:
+        """Create the directory and write config.json first; on resume, the saved config must match."""
+        if resume:
+            if not self.config_path.exists():
+                raise ConfigError(f"--resume: no run at {self.path} (config.json missing)")
+            saved = read_json(self.config_path)
+            if _comparable(saved) != _comparable(config):
+                raise ConfigError(f"--resume: the config differs from the one saved in {self.config_path}")
+            return
+        if self.config_path.exists():
+            raise ConfigError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.config_path, config)
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop metric lines beyond a restored checkpoint, so a resumed run's log equals an uninterrupted one's."""
+        if not self.metrics_path.exists():
+            return
+        lines = [ln for ln in self.metrics_path.read_text().splitlines() if ln.strip()]
+        kept = [ln for ln in lines if json.loads(ln)["step"] <= after_step]
+        self.metrics_path.write_text("".join(ln + "\n" for ln in kept))
+
+    def metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(ln) for ln in self.metrics_path.read_text().splitlines() if ln.strip()]
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a config that define the computation (not where or how long to print progress)."""
+    return {k: v for k, v in config.items() if k not in ("provenance",)}

@@ -1,0 +1,257 @@
+"""Meta-training: one jitted step samples tasks on device, computes the loss over (a subset of) positions and
+applies an optax update; `lax.scan` fuses K steps per dispatch.
+
+Every batch is drawn from `fold_in(train_key, step)`, so a run, a resumed run and a test regenerate identical
+batches; the held-out evaluation set comes from a different key stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from icl_meta import evaluate
+from icl_meta.checkpoint import Checkpointer
+from icl_meta.episode import Learner
+from icl_meta.errors import TrainingError, require
+from icl_meta.parallel import replicate, shard_batch
+from icl_meta.runs import RunDir, provenance, write_json
+from tasks.base import TaskFamily
+
+TRAIN_STREAM, EVAL_STREAM, INIT_STREAM = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 20_000
+    batch: int = 64
+    n: int = 50  # examples per sequence
+    lr: float = 3e-3
+    loss_start: int = 0  # the loss (and the reported mean metric) covers positions [loss_start, loss_stop)
+    loss_stop: int | None = None  # None: n
+    positions_per_step: int | None = None  # a random subset of that many positions per step (unbiased); None: all
+    scan_steps: int = 50  # steps fused into one dispatch
+    eval_every: int = 500
+    eval_tasks: int = 2048
+    seed: int = 0
+    grad_clip: float | None = None  # the reference uses none
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "n", "scan_steps", "eval_every", "eval_tasks"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(0 <= self.loss_start < self.stop, f"loss_start must be in [0, {self.stop}), got {self.loss_start}")
+        require(self.stop <= self.n, f"loss_stop must be <= n={self.n}, got {self.loss_stop}")
+        if self.positions_per_step is not None:
+            span = self.stop - self.loss_start
+            require(
+                1 <= self.positions_per_step <= span,
+                f"positions_per_step must be in [1, {span}] (the loss range), got {self.positions_per_step}",
+            )
+        require(
+            self.eval_every % self.scan_steps == 0,
+            f"eval_every ({self.eval_every}) must be a multiple of scan_steps ({self.scan_steps})",
+        )
+
+    @property
+    def stop(self) -> int:
+        return self.n if self.loss_stop is None else self.loss_stop
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    adam = optax.adam(cfg.lr)  # torch.optim.Adam defaults: betas (0.9, 0.999), eps 1e-8
+    return adam if cfg.grad_clip is None else optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adam)
+
+
+def stream_key(seed: int, stream: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(seed), stream)
+
+
+def init_state(learner: Learner, family: TaskFamily, cfg: TrainConfig) -> TrainState:
+    params = learner.init(stream_key(cfg.seed, INIT_STREAM), family.spec)
+    require(params is not None, f"learner {getattr(learner, 'name', learner)!r} has no trainable parameters")
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer(cfg).init(params))
+
+
+def loss_fn(learner: Learner, family: TaskFamily, params: Any, x: jax.Array, y: jax.Array, positions: jax.Array):
+    """Cross-entropy (classification; the learner returns log-probabilities) or MSE at the given positions."""
+    out = learner.predict(params, x, y, positions)
+    target = jnp.take(y, positions, axis=1)
+    if family.spec.is_regression:
+        return jnp.mean(jnp.square(out - target))
+    return -jnp.mean(jnp.take_along_axis(out, target[..., None], axis=-1))
+
+
+def step_positions(cfg: TrainConfig, key: jax.Array) -> jax.Array:
+    span = jnp.arange(cfg.loss_start, cfg.stop)
+    if cfg.positions_per_step is None:
+        return span
+    return jnp.sort(jax.random.choice(key, span, (cfg.positions_per_step,), replace=False))
+
+
+@functools.partial(
+    jax.jit, static_argnames=("learner", "family", "cfg", "num_steps", "mesh"), donate_argnames=("state",)
+)
+def train_steps(
+    state: TrainState,
+    *,
+    learner: Learner,
+    family: TaskFamily,
+    cfg: TrainConfig,
+    num_steps: int,
+    mesh: Mesh | None = None,
+) -> tuple[TrainState, jax.Array]:
+    """`num_steps` training steps in one compiled call; returns the new state and the loss of each step."""
+    opt = optimizer(cfg)
+    train_key = stream_key(cfg.seed, TRAIN_STREAM)
+
+    def one_step(state: TrainState, _: None) -> tuple[TrainState, jax.Array]:
+        key = jax.random.fold_in(train_key, state.step)
+        episode = shard_batch(family.sample(jax.random.fold_in(key, 0), cfg.batch, cfg.n), mesh)
+        positions = step_positions(cfg, jax.random.fold_in(key, 1))
+        loss, grads = jax.value_and_grad(functools.partial(loss_fn, learner, family))(
+            state.params, episode.x, episode.y, positions
+        )
+        updates, opt_state = opt.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(state.step + 1, params, opt_state), loss
+
+    return jax.lax.scan(one_step, state, None, length=num_steps)
+
+
+def eval_episode(family: TaskFamily, cfg: TrainConfig):
+    """The fixed held-out set: one batch from the evaluation key stream (never used for training)."""
+    return family.sample(stream_key(cfg.seed, EVAL_STREAM), cfg.eval_tasks, cfg.n)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: TrainState
+    curve: dict[str, Any]  # the learner's per-position curve on the held-out set at the last step
+    history: list[dict[str, Any]]
+
+
+def train(
+    learner: Learner,
+    family: TaskFamily,
+    cfg: TrainConfig,
+    run: RunDir | None = None,
+    config: dict[str, Any] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    mesh: Mesh | None = None,
+    until: int | None = None,
+) -> TrainResult:
+    """Train, evaluating every `cfg.eval_every` steps; with a run directory, log, checkpoint and resume.
+
+    `until` stops early at that step (as an interruption would); `--resume` later continues to `cfg.steps`
+    and ends with the same parameters as an uninterrupted run.
+    """
+    spec = family.spec
+    metric = evaluate.metric_name(spec)
+    state = replicate(init_state(learner, family, cfg), mesh)
+    checkpointer = None
+    history: list[dict[str, Any]] = []
+    if run is not None:
+        run.start(config or {}, resume=resume)
+        checkpointer = Checkpointer(run.checkpoint_dir)
+        if resume and checkpointer.latest_step() is not None:
+            state = replicate(checkpointer.restore(state), mesh)
+            run.truncate_metrics(int(state.step))
+        history = run.metrics()
+    episode = eval_episode(family, cfg)
+
+    def evaluate_now(step: int, loss: float | None, wall: float) -> dict[str, Any]:
+        values = evaluate.per_position(learner, state.params, spec, episode)
+        record = {
+            "step": step,
+            "loss": loss,
+            f"eval_{metric}": float(values[:, cfg.loss_start : cfg.stop].mean()),
+            "wall_s": round(wall, 3),
+        }
+        history.append(record)
+        if run is not None:
+            run.log_metrics(record)
+        return record
+
+    start_step = int(state.step)
+    end_step = cfg.steps if until is None else min(until, cfg.steps)
+    wall_offset = history[-1]["wall_s"] if history else 0.0
+    t0 = time.perf_counter()
+    if start_step == 0 and not history:
+        evaluate_now(0, None, 0.0)
+    bar = tqdm(total=cfg.steps, initial=start_step, unit="step", disable=not progress, dynamic_ncols=True)
+    step = start_step
+    losses: list[np.ndarray] = []
+    while step < end_step:
+        boundary = min((step // cfg.eval_every + 1) * cfg.eval_every, end_step)
+        num = min(cfg.scan_steps, boundary - step)
+        state, chunk_losses = train_steps(state, learner=learner, family=family, cfg=cfg, num_steps=num, mesh=mesh)
+        chunk_losses = np.asarray(chunk_losses)
+        if not np.isfinite(chunk_losses).all():
+            bad = step + int(np.argmin(np.isfinite(chunk_losses)))
+            kept = f"; the last checkpoint (step {checkpointer.latest_step()}) is kept" if checkpointer else ""
+            raise TrainingError(f"non-finite loss at step {bad} (try a lower --lr){kept}")
+        losses.append(chunk_losses)
+        step += num
+        bar.update(num)
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            record = evaluate_now(step, float(np.concatenate(losses).mean()), wall_offset + time.perf_counter() - t0)
+            losses.clear()
+            bar.set_postfix(loss=f"{record['loss']:.4f}", **{metric[:3]: f"{record[f'eval_{metric}']:.4f}"})
+            if checkpointer is not None:
+                checkpointer.save(step, state)
+    bar.close()
+    if checkpointer is not None and step > start_step and checkpointer.latest_step() != step:
+        checkpointer.save(step, state)
+    if checkpointer is not None:
+        checkpointer.close()
+    values = evaluate.per_position(learner, state.params, spec, episode)
+    curve = evaluate.curve(values, learner=getattr(learner, "name", "learner"), metric=metric, step=step)
+    return TrainResult(state=state, curve=curve, history=history)
+
+
+def steps_to_reach(history: list[dict[str, Any]], key: str, threshold: float, higher_is_better: bool = True):
+    """(step, wall_s) of the first evaluation at which `key` reached `threshold`, or None."""
+    for record in history:
+        value = record.get(key)
+        if value is not None and math.isfinite(value):
+            if (value >= threshold) if higher_is_better else (value <= threshold):
+                return record["step"], record["wall_s"]
+    return None
+
+
+def results_document(
+    experiment: str, config: dict[str, Any], curves: list[dict[str, Any]], seed: int | None = None
+) -> dict[str, Any]:
+    """The tidy results schema shared by every results.json (DESIGN.md section 6)."""
+    return {
+        "experiment": experiment,
+        "scale": config.get("scale"),
+        "config": config,
+        "provenance": provenance(seed),
+        "curves": curves,
+    }
+
+
+def save_results(run: RunDir, document: dict[str, Any]) -> None:
+    write_json(run.results_path, document)

@@ -1,0 +1,76 @@
+"""Class-prototype metric-based tasks ("proto", PAPER §2.1; optimal meta-learner: ProtoNet).
+
+Each task draws C prototypes W_k ~ N(0, I_d). Inputs are generated in a balanced way around them
+(x = W_k + sigma * eps, ceil(N/C) points per prototype), and labelled by the NEAREST prototype, which is not
+always the generating one (about 79% agreement for d=2, C=2, sigma=1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from icl_meta.episode import Episode
+from icl_meta.errors import require
+from tasks.base import TaskFamily, register
+
+PERMUTATIONS = ("shared", "per_task")
+
+
+def prototype_labels(x_ND: jax.Array, prototypes_CD: jax.Array) -> jax.Array:
+    """Index of the nearest prototype: x [..., N, d], prototypes [..., C, d] -> int32 [..., N]."""
+    dist_NC = jnp.sum((x_ND[..., :, None, :] - prototypes_CD[..., None, :, :]) ** 2, axis=-1)
+    return jnp.argmin(dist_NC, axis=-1).astype(jnp.int32)
+
+
+@register("prototype")
+@dataclasses.dataclass(frozen=True)
+class Prototype(TaskFamily):
+    """params: `prototypes` float32 [B, C, d]; `generating_class` int32 [B, N] (the prototype each x was drawn from).
+
+    anchors: positions 0..C-1 hold one fresh sample per prototype, labelled by its generating class, in an order
+        given by one random permutation of the classes per batch (test.py's `sample_proto`; for C=2 its coin).
+    permutation: "shared" = one permutation of the N positions for the whole batch (the reference), so a position
+        has the same generating class in every task; "per_task" = each task its own permutation.
+    """
+
+    anchors: bool = False
+    permutation: str = "shared"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.num_classes is not None, "prototype: num_classes must be an integer >= 2, got None")
+        require(isinstance(self.anchors, bool), f"prototype: anchors must be True or False, got {self.anchors!r}")
+        require(
+            self.permutation in PERMUTATIONS,
+            f"prototype: permutation must be one of {', '.join(PERMUTATIONS)}, got {self.permutation!r}",
+        )
+
+    def _sample(self, key: jax.Array, batch: int, n: int) -> Episode:
+        C, d = self.num_classes, self.d
+        k_w, k_perm, k_eps, k_anchor_eps, k_anchor_order = jax.random.split(key, 5)
+        w_BCD = jax.random.normal(k_w, (batch, C, d), jnp.float32)
+
+        # Class-interleaved order (rep, class) truncated to N puts class j % C at position j; permuting the positions
+        # gives position i the class perm[i] % C.
+        if self.permutation == "shared":
+            perm_BN = jnp.broadcast_to(jax.random.permutation(k_perm, n), (batch, n))
+        else:
+            perm_BN = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(k_perm, batch))
+        gen_BN = (perm_BN % C).astype(jnp.int32)
+
+        center_BND = jnp.take_along_axis(w_BCD, gen_BN[..., None], axis=1)
+        x_BND = center_BND + self.sigma * jax.random.normal(k_eps, (batch, n, d), jnp.float32)
+        y_BN = prototype_labels(x_BND, w_BCD)
+
+        if self.anchors:
+            m = min(C, n)  # a sequence shorter than C keeps the first anchors only
+            order_M = jax.random.permutation(k_anchor_order, C)[:m].astype(jnp.int32)
+            anchor_BMD = w_BCD[:, order_M] + self.sigma * jax.random.normal(k_anchor_eps, (batch, m, d), jnp.float32)
+            x_BND = x_BND.at[:, :m].set(anchor_BMD)
+            gen_BN = gen_BN.at[:, :m].set(order_M)
+            y_BN = y_BN.at[:, :m].set(order_M)  # anchors carry their generating class, not the nearest prototype
+
+        return Episode(x=x_BND, y=y_BN, params={"prototypes": w_BCD, "generating_class": gen_BN})
