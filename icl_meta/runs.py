@@ -89,6 +89,7 @@ class RunDir:
             saved = read_json(self.config_path)
             if _comparable(saved) != _comparable(config):
                 raise ConfigError(f"--resume: the config differs from the one saved in {self.config_path}")
+            write_json(self.config_path, config)  # only the step budget may have changed
             return
         if self.config_path.exists():
             raise ConfigError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
@@ -114,5 +115,8 @@ class RunDir:
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a config that define the computation (not where or how long to print progress)."""
-    return {k: v for k, v in config.items() if k not in ("provenance",)}
+    """A config without its step budget: a run may be resumed with more steps (batches are keyed by step)."""
+    train = config.get("train")
+    if isinstance(train, dict):
+        return {**config, "train": {k: v for k, v in train.items() if k != "steps"}}
+    return config

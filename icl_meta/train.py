@@ -75,6 +75,7 @@ class TrainState:
     step: jax.Array
     params: Any
     opt_state: Any
+    loss_sum: jax.Array  # summed since the last evaluation; checkpointed, so a resumed run logs the same loss
 
 
 def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -89,7 +90,7 @@ def stream_key(seed: int, stream: int) -> jax.Array:
 def init_state(learner: Learner, family: TaskFamily, cfg: TrainConfig) -> TrainState:
     params = learner.init(stream_key(cfg.seed, INIT_STREAM), family.spec)
     require(params is not None, f"learner {getattr(learner, 'name', learner)!r} has no trainable parameters")
-    return TrainState(jnp.zeros((), jnp.int32), params, optimizer(cfg).init(params))
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer(cfg).init(params), jnp.zeros((), jnp.float32))
 
 
 def loss_fn(learner: Learner, family: TaskFamily, params: Any, x: jax.Array, y: jax.Array, positions: jax.Array):
@@ -133,7 +134,7 @@ def train_steps(
         )
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(state.step + 1, params, opt_state), loss
+        return TrainState(state.step + 1, params, opt_state, state.loss_sum + loss), loss
 
     return jax.lax.scan(one_step, state, None, length=num_steps)
 
@@ -201,7 +202,6 @@ def train(
         evaluate_now(0, None, 0.0)
     bar = tqdm(total=cfg.steps, initial=start_step, unit="step", disable=not progress, dynamic_ncols=True)
     step = start_step
-    losses: list[np.ndarray] = []
     while step < end_step:
         boundary = min((step // cfg.eval_every + 1) * cfg.eval_every, end_step)
         num = min(cfg.scan_steps, boundary - step)
@@ -211,12 +211,12 @@ def train(
             bad = step + int(np.argmin(np.isfinite(chunk_losses)))
             kept = f"; the last checkpoint (step {checkpointer.latest_step()}) is kept" if checkpointer else ""
             raise TrainingError(f"non-finite loss at step {bad} (try a lower --lr){kept}")
-        losses.append(chunk_losses)
         step += num
         bar.update(num)
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            record = evaluate_now(step, float(np.concatenate(losses).mean()), wall_offset + time.perf_counter() - t0)
-            losses.clear()
+            since_eval = step - (step - 1) // cfg.eval_every * cfg.eval_every
+            record = evaluate_now(step, float(state.loss_sum) / since_eval, wall_offset + time.perf_counter() - t0)
+            state = state.replace(loss_sum=jnp.zeros_like(state.loss_sum))
             bar.set_postfix(loss=f"{record['loss']:.4f}", **{metric[:3]: f"{record[f'eval_{metric}']:.4f}"})
             if checkpointer is not None:
                 checkpointer.save(step, state)

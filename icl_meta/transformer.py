@@ -108,9 +108,9 @@ class Attention(nnx.Module):
         self.v = torch_linear(width, width, use_bias=False, rngs=rngs)
         self.out = torch_linear(width, width, rngs=rngs) if heads > 1 else None  # the reference has none for 1 head
 
-    def __call__(self, h_LW: jax.Array, mask_LL: jax.Array) -> jax.Array:
+    def __call__(self, h_LW: jax.Array, mask_LL: jax.Array | str) -> jax.Array:
         q, k, v = (self._split_heads(f(h_LW)) for f in (self.q, self.k, self.v))  # [..., H, L, e]
-        mask = mask_LL[..., None, :, :]  # broadcast over heads
+        mask = mask_LL if isinstance(mask_LL, str) else mask_LL[..., None, :, :]  # broadcast over heads
         attend = linear_attention if self.kind == "linear" else softmax_attention
         o = attend(q, k, v, mask)
         o = jnp.moveaxis(o, -3, -2).reshape(h_LW.shape)  # [..., L, H*e]
@@ -121,27 +121,62 @@ class Attention(nnx.Module):
         return jnp.moveaxis(t, -2, -3)
 
 
-def linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+CAUSAL_PAIRS = "causal_pairs"  # mask of the one-pass layout [context 0..N-1, query 0..N-1]; see causal_mask
+
+
+def linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | str) -> jax.Array:
     """The reference's linear attention, generalised to a mask: q~ = softmax_features(q) e^-1/2 and, for each
     query i, the keys' sequence softmax is taken over the keys visible to i:
     out_i = sum_f q~_if sum_{j in V(i)} softmax_{j in V(i)}(k_jf) v_j.
 
-    A mask with one row ([..., 1, L]) means every query sees the same keys (a bidirectional pass, the reference):
-    then this is the reference's `q (k^T v)`. A full mask [..., L, L] (the causal layout) takes the softmax per
-    (query, feature), [..., L, L, e]: exact and stable, unlike one shift for the whole sequence, whose normaliser
-    underflows once key logits spread by ~40 (it did, in training).
+    - mask [..., 1, L]: every query sees the same keys (a bidirectional pass): the reference's `q (k^T v)`.
+    - CAUSAL_PAIRS: the causal one-pass layout, in O(N) by a scan of online-softmax prefix states.
+    - mask [..., L, L]: any mask, with the softmax per (query, feature), [..., L, L, e] (slow; for tests).
+    One shift for the whole sequence would not do: its normaliser underflows once key logits spread by ~40.
     """
     e = q.shape[-1]
     q = jax.nn.softmax(q, axis=-1) * e**-0.5
+    if isinstance(mask, str):
+        return _linear_causal_pairs(q, k, v)
     if mask.shape[-2] == 1:
         k = jax.nn.softmax(jnp.where(mask[..., 0, :, None], k, -jnp.inf), axis=-2)  # over the sequence
         return q @ (jnp.swapaxes(k, -1, -2) @ v)  # [..., L, e] @ [..., e, e]
     w = jax.nn.softmax(jnp.where(mask[..., None], k[..., None, :, :], -jnp.inf), axis=-2)  # [..., Lq, Lk, e]
-    a = jnp.einsum("...if,...ijf->...ij", q, w)
-    return a @ v
+    return jnp.einsum("...if,...ijf->...ij", q, w) @ v
 
 
-def softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+def _combine(a: tuple, b: tuple) -> tuple:
+    """Merge two online-softmax states (max m [.., e], normaliser z [.., e], sum S [.., e, e] of exp(k - m) v)."""
+    (m1, z1, s1), (m2, z2, s2) = a, b
+    m = jnp.maximum(m1, m2)
+    w1, w2 = jnp.exp(m1 - m), jnp.exp(m2 - m)
+    return m, w1 * z1 + w2 * z2, w1[..., None] * s1 + w2[..., None] * s2
+
+
+def _linear_causal_pairs(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """Context token a sees context 0..a; query i sees context 0..i-1 and itself. q is already normalised."""
+    n = q.shape[-2] // 2
+    axis = q.ndim - 2
+
+    def own(k_: jax.Array, v_: jax.Array) -> tuple:  # the state of a single key
+        return k_, jnp.ones_like(k_), jnp.broadcast_to(v_[..., None, :], (*v_.shape, v_.shape[-1]))
+
+    m, z, s = jax.lax.associative_scan(_combine, own(k[..., :n, :], v[..., :n, :]), axis=axis)
+    out_ctx = jnp.einsum("...f,...fg->...g", q[..., :n, :] / z, s)
+
+    def exclusive(t: jax.Array, fill: float) -> jax.Array:  # the state before each position
+        pad = jnp.full_like(jax.lax.slice_in_dim(t, 0, 1, axis=axis), fill)
+        return jnp.concatenate([pad, jax.lax.slice_in_dim(t, 0, n - 1, axis=axis)], axis=axis)
+
+    before = (exclusive(m, -1e30), exclusive(z, 0.0), exclusive(s, 0.0))  # finite "empty" max: no inf - inf
+    _, zq, sq = _combine(before, own(k[..., n:, :], v[..., n:, :]))
+    out_qry = jnp.einsum("...f,...fg->...g", q[..., n:, :] / zq, sq)
+    return jnp.concatenate([out_ctx, out_qry], axis=-2)
+
+
+def softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | str) -> jax.Array:
+    if isinstance(mask, str):
+        mask = causal_mask(q.shape[-2] // 2)
     scores = (q @ jnp.swapaxes(k, -1, -2)) / math.sqrt(q.shape[-1])
     return jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=-1) @ v
 
@@ -168,7 +203,7 @@ class Network(nnx.Module):
         self.feed_forward = nnx.List([FeedForward(width, config.ff_mult, rngs=rngs) for _ in range(config.depth)])
         self.read_out = torch_linear(width, output_width(spec), use_bias=False, rngs=rngs)
 
-    def __call__(self, tokens_LT: jax.Array, mask_LL: jax.Array) -> jax.Array:
+    def __call__(self, tokens_LT: jax.Array, mask_LL: jax.Array | str) -> jax.Array:
         h = tokens_LT if self.read_in is None else self.read_in(tokens_LT)
         for attention, feed_forward in zip(self.attention, self.feed_forward, strict=True):
             h = h + attention(h, mask_LL)
@@ -202,7 +237,7 @@ def causal_mask(n: int) -> jax.Array:
 
 def run_causal(net: Network, ctx_BNT: jax.Array, qry_BNT: jax.Array) -> jax.Array:
     n = ctx_BNT.shape[1]
-    out = net(jnp.concatenate([ctx_BNT, qry_BNT], 1), causal_mask(n))
+    out = net(jnp.concatenate([ctx_BNT, qry_BNT], 1), CAUSAL_PAIRS)
     return out[:, n:]  # [B, N, O]
 
 
@@ -245,7 +280,7 @@ class ICLTransformer:
 
     def init(self, key: jax.Array, spec: TaskSpec) -> ICLParams:
         _, state = nnx.split(Network(self.config, spec, rngs=nnx.Rngs(params=key)))
-        return ICLParams(weights=state.to_pure_dict(), spec=spec)
+        return ICLParams(weights=nnx.to_pure_dict(state), spec=spec)
 
     def network(self, params: ICLParams) -> Network:
         graphdef, abstract = _skeleton(self.config, params.spec)

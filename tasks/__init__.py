@@ -1,7 +1,14 @@
-"""Synthetic task families, one file each, registered by name. `tasks.get(name, **hparams)` returns one."""
+"""Synthetic task families, one file each, registered by name. `tasks.get(name, **hparams)` returns one.
 
-# Importing a module registers its families.
-from tasks import amortization, linear_regression, mixture, pairwise, prototype, radius  # noqa: F401
+Every module in this package is imported here, so a new family is one new file with `@register("name")`.
+"""
+
+import importlib
+import pkgutil
+
 from tasks.base import TaskFamily, describe, get, names, register
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["TaskFamily", "describe", "get", "names", "register"]

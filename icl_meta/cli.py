@@ -1,0 +1,265 @@
+"""`icl-meta`: list the task families and learners, train a learner, evaluate a saved run.
+
+Bad input ends with one line `icl-meta: error: ...` naming the problem and the accepted values (exit 2);
+a training failure such as a non-finite loss ends the same way (exit 1), leaving earlier files intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+SUMMARY_POSITIONS = (0, 1, 2, 5, 10, 20)
+
+
+def parse_value(text: str) -> Any:
+    """`3` -> 3, `0.5` -> 0.5, `True` -> True, `None` -> None, `a,b` -> ("a", "b"), anything else a string."""
+    if "," in text and not text.strip().startswith(("(", "[")):
+        return tuple(parse_value(part) for part in text.split(",") if part)
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
+    from icl_meta.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip().replace("-", "_")] = parse_value(value.strip())
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="icl-meta", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        metavar="MODULE",
+        help="import a module first (e.g. one that registers task families outside tasks/), repeatable",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="task families with their parameters, learners and model presets")
+
+    train = sub.add_parser("train", help="meta-train a learner on a task family")
+    train.add_argument("--task", required=True, help="task family name (see `icl-meta list`)")
+    train.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="a task hyper-parameter, repeatable")
+    train.add_argument("--learner", default="icl", help="learner name (default icl)")
+    train.add_argument("--preset", default="paper", help="ICL model preset (default paper)")
+    train.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="override a model/learner field")
+    train.add_argument("--protocol", choices=("causal", "prefix"), help="ICL context protocol (default causal)")
+    train.add_argument("--attention", choices=("linear", "softmax"), help="ICL attention kind")
+    for name, kind, default, text in (
+        ("steps", int, 4000, "training steps"),
+        ("batch", int, 64, "tasks per step"),
+        ("n", int, 50, "examples per task sequence"),
+        ("lr", float, 3e-3, "Adam learning rate"),
+        ("loss-start", int, 2, "first position in the loss and the reported mean"),
+        ("loss-stop", int, None, "end (exclusive) of the loss positions; default n"),
+        ("positions-per-step", int, None, "random subset of loss positions per step; default all"),
+        ("scan-steps", int, 50, "steps fused into one compiled call"),
+        ("eval-every", int, 500, "steps between evaluations and checkpoints"),
+        ("eval-tasks", int, 2048, "held-out tasks"),
+        ("seed", int, 0, "seed of every random stream"),
+        ("grad-clip", float, None, "global gradient-norm clip; default none (as the reference)"),
+    ):
+        train.add_argument(f"--{name}", type=kind, default=default, help=f"{text} (default {default})")
+    train.add_argument("--out", required=True, type=Path, help="run directory")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--devices", type=int, default=None, help="shard the task batch over this many devices")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    ev = sub.add_parser("eval", help="evaluate a saved run on any task family with the same d and C")
+    ev.add_argument("run", type=Path, help="run directory written by `icl-meta train`")
+    ev.add_argument("--task", help="task family (default: the training family)")
+    ev.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="a task hyper-parameter, repeatable")
+    ev.add_argument("--tasks", type=int, default=2048, help="held-out tasks (default 2048)")
+    ev.add_argument("--n", type=int, default=None, help="examples per sequence (default: as trained)")
+    ev.add_argument("--seed", type=int, default=1, help="seed of the evaluation set (default 1)")
+    ev.add_argument("--out", type=Path, default=None, help="results JSON (default RUN/eval_TASK.json)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "devices", None) and args.devices > 1:
+        _force_host_devices(args.devices)  # must precede JAX's initialisation
+    from icl_meta.errors import ConfigError, TrainingError
+
+    try:
+        for module in args.imports or []:
+            _import(module)
+        {"list": cmd_list, "train": cmd_train, "eval": cmd_eval}[args.command](args)
+    except ConfigError as err:
+        print(f"icl-meta: error: {err}", file=sys.stderr)
+        return 2
+    except TrainingError as err:
+        print(f"icl-meta: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _force_host_devices(count: int) -> None:
+    """On CPU, expose `count` virtual devices so the batch can be sharded over the cores."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+
+
+def _import(module: str) -> None:
+    import importlib
+
+    from icl_meta.errors import ConfigError
+
+    sys.path.insert(0, os.getcwd())  # a module next to where the command runs
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        raise ConfigError(f"--import {module}: {err}") from None
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    import tasks
+    from icl_meta import learners
+    from icl_meta.transformer import PRESETS
+
+    print("task families:")
+    for name in tasks.names():
+        fields = ", ".join(f"{f}: {t} = {d!r}" for f, t, d in tasks.describe(name))
+        print(f"  {name:<18} {fields}")
+    print("learners:", ", ".join(learners.names()))
+    print("icl presets:")
+    for name, cfg in PRESETS.items():
+        print(f"  {name:<18} " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items()))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import tasks
+    from icl_meta import learners
+    from icl_meta.parallel import data_mesh
+    from icl_meta.runs import RunDir
+    from icl_meta.train import TrainConfig, train
+
+    family = tasks.get(args.task, **parse_assignments(args.task_arg, "--task-arg"))
+    hparams = parse_assignments(args.model_arg, "--model-arg")
+    if args.learner == learners.ICL:
+        hparams["preset"] = args.preset
+        hparams.update({k: v for k, v in (("protocol", args.protocol), ("attention", args.attention)) if v})
+    learner = learners.build(args.learner, **hparams)
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch=args.batch,
+        n=args.n,
+        lr=args.lr,
+        loss_start=args.loss_start,
+        loss_stop=args.loss_stop,
+        positions_per_step=args.positions_per_step,
+        scan_steps=args.scan_steps,
+        eval_every=args.eval_every,
+        eval_tasks=args.eval_tasks,
+        seed=args.seed,
+        grad_clip=args.grad_clip,
+    )
+    config = {
+        "experiment": "train",
+        "task": {"name": family.name, **family.hparams()},
+        "learner": learners.to_config(learner),
+        "train": dataclasses.asdict(cfg),
+    }
+    mesh = data_mesh(args.devices) if args.devices else None
+    run = RunDir(args.out)
+    result = train(learner, family, cfg, run, config, resume=args.resume, progress=not args.no_progress, mesh=mesh)
+    from icl_meta.train import eval_episode
+
+    curves = labelled_curves(learner, result.state.params, family, eval_episode(family, cfg), family.name, result.curve)
+    write_report(run.path / "results.json", "train", config, curves, cfg.seed, cfg.loss_start, cfg.stop)
+    reached = [r for r in result.history if r["step"] == result.state.step]
+    if reached:
+        metric = next(k for k in reached[-1] if k.startswith("eval_"))
+        print(f"step {reached[-1]['step']}: {metric} {reached[-1][metric]:.4f} in {reached[-1]['wall_s']:.0f} s")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    import tasks
+    from icl_meta import learners
+    from icl_meta.checkpoint import Checkpointer
+    from icl_meta.errors import ConfigError
+    from icl_meta.runs import RunDir, read_json
+    from icl_meta.train import EVAL_STREAM, TrainConfig, init_state, stream_key
+
+    run = RunDir(args.run)
+    if not run.config_path.exists():
+        raise ConfigError(f"{run.path} is not a run directory (no config.json)")
+    config = read_json(run.config_path)
+    learner = learners.from_config(config["learner"])
+    trained_on = tasks.get(**config["task"])
+    cfg = TrainConfig(**config["train"])
+    hparams = parse_assignments(args.task_arg, "--task-arg")
+    family = tasks.get(args.task, **hparams) if args.task else dataclasses.replace(trained_on, **hparams)
+    if family.spec != trained_on.spec:
+        raise ConfigError(
+            f"the run was trained for d={trained_on.spec.d}, C={trained_on.spec.num_classes} ({trained_on.name}); "
+            f"task {family.name} has d={family.spec.d}, C={family.spec.num_classes} "
+            "(set them with --task-arg d=... --task-arg num_classes=...)"
+        )
+    checkpointer = Checkpointer(run.checkpoint_dir)
+    if checkpointer.latest_step() is None:
+        raise ConfigError(f"{run.checkpoint_dir} holds no checkpoint")
+    state = checkpointer.restore(init_state(learner, trained_on, cfg))
+    checkpointer.close()
+    n = args.n or cfg.n
+    episode = family.sample(stream_key(args.seed, EVAL_STREAM), args.tasks, n)
+    curves = labelled_curves(learner, state.params, family, episode, trained_on.name)
+    out = args.out or run.path / f"eval_{family.name}.json"
+    report = {"train": config, "task": {"name": family.name, **family.hparams()}, "tasks": args.tasks, "n": n}
+    write_report(out, "eval", report, curves, args.seed, cfg.loss_start, min(cfg.stop, n))
+
+
+def labelled_curves(learner, params, family, episode, train_name: str, learner_curve=None) -> list[dict[str, Any]]:
+    """The learner's curve and the closed-form references', all on the same held-out tasks."""
+    from icl_meta import evaluate, learners
+
+    spec, metric = family.spec, evaluate.metric_name(family.spec)
+    labels = {"train": train_name, "test": family.name, "metric": metric}
+    if learner_curve is None:
+        learner_curve = evaluate.curve(evaluate.per_position(learner, params, spec, episode))
+    curves = [{**learner_curve, **labels, "learner": learner.name, "kind": "trained"}]
+    for ref in learners.references(spec):
+        values = evaluate.per_position(ref, None, spec, episode)
+        curves.append(evaluate.curve(values, **labels, learner=ref.name, kind="reference"))
+    return curves
+
+
+def write_report(path: Path, experiment: str, config: dict, curves: list, seed: int, start: int, stop: int) -> None:
+    from icl_meta import evaluate
+    from icl_meta.plotting import plot_curves
+    from icl_meta.runs import write_json
+    from icl_meta.train import results_document
+
+    path = Path(path)
+    write_json(path, results_document(experiment, config, curves, seed))
+    title = f"{curves[0]['learner']} trained on {curves[0]['train']}, tested on {curves[0]['test']}"
+    png = plot_curves(curves, path.with_suffix(".png"), title=title)
+    n = len(curves[0]["mean"])
+    shown = [p for p in SUMMARY_POSITIONS if p < n] + [n - 1]
+    header = f"{'learner':<16}" + "".join(f"{'@' + str(p):>8}" for p in shown) + f"{f'mean {start}-{stop - 1}':>12}"
+    print(header)
+    for record in curves:
+        row = "".join(f"{record['mean'][p]:8.3f}" for p in shown)
+        print(f"{record['learner']:<16}{row}{evaluate.mean_over(record, start, stop):12.3f}")
+    print(f"wrote {path} and {png}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

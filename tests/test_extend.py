@@ -1,0 +1,84 @@
+"""A task family defined right here runs through sampling, training, evaluation and plotting unchanged."""
+
+import dataclasses
+import json
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import tasks
+from icl_meta.cli import main
+from icl_meta.episode import Episode
+from icl_meta.errors import require
+
+
+@tasks.register("test_xor")
+@dataclasses.dataclass(frozen=True)
+class TestXor(tasks.TaskFamily):
+    """XOR of two random half-planes through a random centre."""
+
+    __test__ = False  # not a pytest class
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.num_classes == 2, f"test_xor: num_classes must be 2, got {self.num_classes!r}")
+
+    def _sample(self, key: jax.Array, batch: int, n: int) -> Episode:
+        k_c, k_u, k_v, k_x = jax.random.split(key, 4)
+        center_BD = jax.random.normal(k_c, (batch, self.d))
+        u_BD, v_BD = jax.random.normal(k_u, (batch, self.d)), jax.random.normal(k_v, (batch, self.d))
+        x_BND = center_BD[:, None] + self.sigma * jax.random.normal(k_x, (batch, n, self.d))
+        side_u = jnp.einsum("bnd,bd->bn", x_BND - center_BD[:, None], u_BD) > 0
+        side_v = jnp.einsum("bnd,bd->bn", x_BND - center_BD[:, None], v_BD) > 0
+        return Episode(x_BND, (side_u ^ side_v).astype(jnp.int32), {"center": center_BD, "u": u_BD, "v": v_BD})
+
+
+def test_family_defined_in_a_test_module_trains_and_evaluates(tmp_path, capsys):
+    family = tasks.get("test_xor", d=3)
+    ep = jax.jit(family.sample, static_argnums=(1, 2))(jax.random.key(0), 200, 20)
+    x, p = np.asarray(ep.x, np.float64), {k: np.asarray(v, np.float64) for k, v in ep.params.items()}
+    rel = x - p["center"][:, None]
+    expected = ((rel @ p["u"][..., None])[..., 0] > 0) ^ ((rel @ p["v"][..., None])[..., 0] > 0)
+    np.testing.assert_array_equal(np.asarray(ep.y), expected.astype(np.int32))
+    assert 0.45 < float(ep.y.mean()) < 0.55
+
+    run = tmp_path / "xor"
+    tiny = ["--n", "12", "--batch", "16", "--eval-tasks", "64", "--scan-steps", "5", "--eval-every", "10"]
+    argv = ["train", "--task", "test_xor", "--steps", "20", *tiny, "--model-arg", "depth=2", "--out", str(run)]
+    assert main([*argv, "--no-progress"]) == 0
+    assert main(["eval", str(run), "--task-arg", "sigma=2", "--tasks", "64"]) == 0
+    results = json.loads((run / "eval_test_xor.json").read_text())
+    assert results["curves"][0]["train"] == "test_xor" and results["config"]["task"]["sigma"] == 2
+    assert (run / "results.png").exists() and (run / "eval_test_xor.png").exists()
+    assert "icl" in capsys.readouterr().out  # the summary table of the evaluation
+
+
+def test_a_family_in_its_own_file_is_found_with_import(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_families.py").write_text(
+        textwrap.dedent(
+            """
+            import dataclasses
+            import jax, jax.numpy as jnp
+            import tasks
+            from icl_meta.episode import Episode
+
+            @tasks.register("ring_of_my_own")
+            @dataclasses.dataclass(frozen=True)
+            class Ring(tasks.TaskFamily):
+                width: float = 0.5
+
+                def _sample(self, key, batch, n):
+                    x = self.sigma * jax.random.normal(key, (batch, n, self.d))
+                    y = (jnp.abs(jnp.linalg.norm(x, axis=-1) - 1.0) < self.width).astype(jnp.int32)
+                    return Episode(x, y, {})
+            """
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(["--import", "my_families", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "ring_of_my_own" in out and "width: float = 0.5" in out
+    assert main(["--import", "no_such_module", "list"]) == 2
+    assert "--import no_such_module" in capsys.readouterr().err

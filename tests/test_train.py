@@ -1,0 +1,99 @@
+"""Meta-training: determinism, resume, logging, divergence handling (tiny configs; shapes shared across tests)."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import tasks
+from icl_meta.errors import TrainingError
+from icl_meta.runs import RunDir
+from icl_meta.train import TrainConfig, eval_episode, train
+from icl_meta.transformer import ICLTransformer, preset
+
+FAMILY = tasks.get("prototype")
+LEARNER = ICLTransformer(preset("paper", depth=2))
+CFG = TrainConfig(steps=30, batch=16, n=12, lr=3e-3, loss_start=2, scan_steps=5, eval_every=10, eval_tasks=64)
+
+
+def leaves(state) -> list[np.ndarray]:
+    return [np.asarray(a) for a in jax.tree_util.tree_leaves(state.params)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = RunDir(tmp_path_factory.mktemp("full"))
+    result = train(LEARNER, FAMILY, CFG, run, {"train": "cfg"}, progress=False)
+    return run, result
+
+
+def test_same_seed_same_numbers(uninterrupted):
+    _, first = uninterrupted
+    second = train(LEARNER, FAMILY, CFG, progress=False)
+    for a, b in zip(leaves(first.state), leaves(second.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    other = train(LEARNER, FAMILY, TrainConfig(**{**CFG.__dict__, "seed": 1}), progress=False)
+    assert any(not np.array_equal(a, b) for a, b in zip(leaves(first.state), leaves(other.state), strict=True))
+
+
+@pytest.mark.parametrize("stop_at", [20, 25])  # at a checkpoint, and between checkpoints (a graceful stop)
+def test_resumed_run_equals_uninterrupted(uninterrupted, tmp_path, stop_at):
+    full_run, full = uninterrupted
+    run = RunDir(tmp_path / "run")
+    train(LEARNER, FAMILY, CFG, run, {"train": "cfg"}, progress=False, until=stop_at)
+    assert int(json.loads(run.metrics_path.read_text().splitlines()[-1])["step"]) <= stop_at
+    resumed = train(LEARNER, FAMILY, CFG, run, {"train": "cfg"}, resume=True, progress=False)
+    assert int(resumed.state.step) == CFG.steps
+    for a, b in zip(leaves(full.state), leaves(resumed.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+
+    assert strip(run.metrics()) == strip(full_run.metrics())
+    assert resumed.curve["mean"] == full.curve["mean"]
+
+
+def test_run_directory_contents(uninterrupted):
+    run, result = uninterrupted
+    assert json.loads(run.config_path.read_text()) == {"train": "cfg"}
+    rows = run.metrics()
+    assert [r["step"] for r in rows] == [0, 10, 20, 30]
+    assert rows[0]["loss"] is None and all(np.isfinite(r["loss"]) for r in rows[1:])
+    assert all(0.0 <= r["eval_accuracy"] <= 1.0 for r in rows)
+    assert result.curve["metric"] == "accuracy" and len(result.curve["mean"]) == CFG.n
+    assert all(lo <= m <= hi for lo, m, hi in zip(result.curve["lo"], result.curve["mean"], result.curve["hi"]))
+
+
+def test_eval_set_is_fixed_and_separate_from_training_stream():
+    a, b = eval_episode(FAMILY, CFG), eval_episode(FAMILY, CFG)
+    np.testing.assert_array_equal(a.x, b.x)
+    first_train_batch = FAMILY.sample(jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 0), 0), 16, 12)
+    assert not np.allclose(a.x[:16], first_train_batch.x)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
+    run = RunDir(tmp_path / "run")
+    cfg = TrainConfig(**{**CFG.__dict__, "steps": 40})
+    train(LEARNER, FAMILY, cfg, run, {"train": "cfg"}, progress=False, until=10)
+    saved = run.metrics_path.read_text()
+    wild = TrainConfig(**{**cfg.__dict__, "lr": 1e30})
+    with pytest.raises(TrainingError, match="non-finite loss at step"):
+        train(LEARNER, FAMILY, wild, RunDir(tmp_path / "wild"), {"train": "wild"}, progress=False)
+    assert run.metrics_path.read_text() == saved  # the earlier run is untouched
+    wild_run = RunDir(tmp_path / "wild")
+    assert wild_run.config_path.exists()
+    assert all(np.isfinite(r["eval_accuracy"]) for r in wild_run.metrics())
+
+
+def test_sharded_step_matches_single_device():
+    from icl_meta.parallel import data_mesh
+
+    if len(jax.devices()) < 2:
+        pytest.skip("needs >= 2 devices (XLA_FLAGS=--xla_force_host_platform_device_count=2)")
+    cfg = TrainConfig(**{**CFG.__dict__, "steps": 10})
+    one = train(LEARNER, FAMILY, cfg, progress=False)
+    two = train(LEARNER, FAMILY, cfg, progress=False, mesh=data_mesh(2))
+    for a, b in zip(leaves(one.state), leaves(two.state), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -1,0 +1,167 @@
+"""The ICL transformer against a literal numpy re-implementation of the reference model, run prefix by prefix."""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from icl_meta.episode import TaskSpec
+from icl_meta.errors import ConfigError
+from icl_meta.transformer import (
+    PRESETS,
+    ICLTransformer,
+    causal_mask,
+    count_params,
+    linear_attention,
+    make_tokens,
+    preset,
+)
+
+SPEC = TaskSpec(d=2, num_classes=2)
+ERF = np.vectorize(math.erf)
+
+
+def np_forward(weights: dict, tokens_LT: np.ndarray, mask_LL: np.ndarray, attention: str) -> np.ndarray:
+    """The reference ICLer on one sequence, written from PAPER.md section 3 with explicit per-query loops."""
+    w = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), weights)
+    h = np.asarray(tokens_LT, np.float64)
+    for layer in range(len(w["attention"])):
+        att, ff = w["attention"][layer], w["feed_forward"][layer]
+        q, k, v = (h @ att[name]["kernel"] for name in ("q", "k", "v"))
+        out = np.zeros_like(h)
+        for i in range(h.shape[0]):
+            visible = np.flatnonzero(mask_LL[i])
+            if attention == "linear":
+                qi = np.exp(q[i] - q[i].max())
+                qi = qi / qi.sum() / math.sqrt(q.shape[1])  # softmax over features, times e^-1/2
+                kv = np.exp(k[visible] - k[visible].max(0))
+                kv = kv / kv.sum(0)  # softmax over the (visible) sequence, per feature
+                out[i] = qi @ (kv.T @ v[visible])  # q (k^T v)
+            else:
+                s = k[visible] @ q[i] / math.sqrt(q.shape[1])
+                p = np.exp(s - s.max())
+                out[i] = (p / p.sum()) @ v[visible]
+        h = h + out
+        up = h @ ff["up"]["kernel"] + ff["up"]["bias"]
+        h = h + (0.5 * up * (1 + ERF(up / math.sqrt(2)))) @ ff["down"]["kernel"] + ff["down"]["bias"]
+    return h @ w["read_out"]["kernel"]
+
+
+def np_log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+@pytest.fixture(scope="module")
+def batch():
+    kx, ky = jax.random.split(jax.random.key(1))
+    x = jax.random.normal(kx, (3, 9, 2))
+    y = jax.random.randint(ky, (3, 9), 0, 2)
+    return x, y
+
+
+def test_paper_preset_has_3432_parameters_and_pytorch_init():
+    params = ICLTransformer(PRESETS["paper"]).init(jax.random.key(0), SPEC)
+    assert count_params(params) == 3432
+    w = params.weights
+    assert set(w) == {"attention", "feed_forward", "read_out"}  # no embedding, no norm, no positions
+    assert "bias" not in w["attention"][0]["q"] and "bias" not in w["read_out"]
+    # PyTorch nn.Linear: kernel and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    for kernel, bias in [(w["feed_forward"][0]["up"]["kernel"], w["feed_forward"][0]["up"]["bias"])]:
+        bound = 1 / math.sqrt(kernel.shape[0])
+        assert float(jnp.abs(kernel).max()) <= bound and float(jnp.abs(bias).max()) <= bound
+    kernels = np.concatenate([np.ravel(w["attention"][i]["q"]["kernel"]) * math.sqrt(6) for i in range(8)])
+    assert abs(kernels.std() - 1 / math.sqrt(3)) < 0.06  # U(-1, 1) scaled: std 1/sqrt(3)
+
+
+@pytest.mark.parametrize("attention", ["linear", "softmax"])
+def test_prefix_protocol_equals_literal_per_prefix_loop(batch, attention):
+    x, y = batch
+    learner = ICLTransformer(preset("paper", attention=attention, protocol="prefix", depth=3))
+    params = learner.init(jax.random.key(0), SPEC)
+    logp = np.asarray(learner.predict(params, x, y))
+    ctx, qry = (np.asarray(t) for t in make_tokens(x, y, SPEC))
+    for b in range(x.shape[0]):
+        for i in range(x.shape[1]):  # the reference: one bidirectional pass over x[:i+1] per prefix length
+            tokens = np.concatenate([ctx[b, :i], qry[b, i : i + 1]])
+            logits = np_forward(params.weights, tokens, np.ones((i + 1, i + 1), bool), attention)[-1]
+            np.testing.assert_allclose(logp[b, i], np_log_softmax(logits)[:2], atol=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["linear", "softmax"])
+def test_causal_protocol_equals_literal_causal_loop(batch, attention):
+    x, y = batch
+    learner = ICLTransformer(preset("paper", attention=attention, protocol="causal", depth=3))
+    params = learner.init(jax.random.key(0), SPEC)
+    logp = np.asarray(learner.predict(params, x, y))
+    ctx, qry = (np.asarray(t) for t in make_tokens(x, y, SPEC))
+    for b in range(x.shape[0]):
+        for i in range(x.shape[1]):  # a causal pass over [context 0..i-1, query i]; the query is last
+            tokens = np.concatenate([ctx[b, :i], qry[b, i : i + 1]])
+            logits = np_forward(params.weights, tokens, np.tril(np.ones((i + 1, i + 1), bool)), attention)[-1]
+            np.testing.assert_allclose(logp[b, i], np_log_softmax(logits)[:2], atol=1e-5)
+
+
+@pytest.mark.parametrize("protocol", ["prefix", "causal"])
+def test_prediction_at_i_ignores_later_examples(batch, protocol):
+    x, y = batch
+    learner = ICLTransformer(preset("paper", protocol=protocol, depth=2))
+    params = learner.init(jax.random.key(0), SPEC)
+    out = learner.predict(params, x, y)
+    i = 4  # change y_j for j >= i and x_j for j > i: positions <= i must not move
+    x2 = x.at[:, i + 1 :].add(3.0)
+    y2 = y.at[:, i:].set(1 - y[:, i:])
+    out2 = learner.predict(params, x2, y2)
+    np.testing.assert_allclose(out[:, : i + 1], out2[:, : i + 1], atol=1e-6)
+    assert float(jnp.abs(out[:, i + 1 :] - out2[:, i + 1 :]).max()) > 1e-4
+
+
+@pytest.mark.parametrize("protocol", ["prefix", "causal"])
+def test_positions_subset_equals_full_output(batch, protocol):
+    x, y = batch
+    learner = ICLTransformer(preset("paper", protocol=protocol, depth=2))
+    params = learner.init(jax.random.key(0), SPEC)
+    positions = jnp.array([0, 3, 8])
+    np.testing.assert_allclose(
+        learner.predict(params, x, y, positions), learner.predict(params, x, y)[:, positions], atol=1e-6
+    )
+
+
+def test_causal_scan_matches_explicit_mask_and_stays_finite_for_large_logits():
+    kq, kk, kv = jax.random.split(jax.random.key(3), 3)
+    n = 7
+    q = jax.random.normal(kq, (2, 2 * n, 4))
+    v = jax.random.normal(kv, (2, 2 * n, 4))
+    for scale in (1.0, 300.0):  # logits spread by hundreds: one global shift would underflow
+        k = scale * jax.random.normal(kk, (2, 2 * n, 4))
+        fast = linear_attention(q, k, v, "causal_pairs")
+        explicit = linear_attention(q, k, v, causal_mask(n))
+        assert bool(jnp.isfinite(fast).all())
+        np.testing.assert_allclose(fast, explicit, atol=1e-5)
+        grads = jax.grad(lambda k_: linear_attention(q, k_, v, "causal_pairs").sum())(k)
+        assert bool(jnp.isfinite(grads).all())
+
+
+def test_regression_readout_and_multiclass_shapes():
+    x = jax.random.normal(jax.random.key(0), (2, 6, 3))
+    reg = ICLTransformer(preset("paper", depth=2))
+    p = reg.init(jax.random.key(0), TaskSpec(d=3, num_classes=None))
+    assert reg.predict(p, x, jnp.ones((2, 6))).shape == (2, 6)
+    p4 = reg.init(jax.random.key(0), TaskSpec(d=3, num_classes=4))
+    out = reg.predict(p4, x, jnp.zeros((2, 6), jnp.int32))
+    assert out.shape == (2, 6, 4)
+    assert bool((jnp.exp(out).sum(-1) < 1.0).all())  # the 2C-way softmax leaves mass on the padding classes
+
+
+def test_bad_model_config_and_input_dim():
+    with pytest.raises(ConfigError, match="attention"):
+        preset("paper", attention="cosine")
+    with pytest.raises(ConfigError, match="preset"):
+        preset("gpt5")
+    learner = ICLTransformer(dataclasses.replace(PRESETS["paper"], depth=1))
+    params = learner.init(jax.random.key(0), SPEC)
+    with pytest.raises(ConfigError, match="d=3"):
+        learner.predict(params, jnp.zeros((1, 4, 3)), jnp.zeros((1, 4), jnp.int32))
