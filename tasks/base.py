@@ -13,9 +13,8 @@ from typing import Any, ClassVar
 import jax
 
 from icl_meta.episode import Episode, TaskSpec
-from icl_meta.errors import ConfigError, require
-
-_REGISTRY: dict[str, type[TaskFamily]] = {}
+from icl_meta.errors import require
+from icl_meta.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,38 +70,19 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def register(name: str):
-    """Class decorator: make a TaskFamily subclass available as `tasks.get(name)`."""
-
-    def wrap(cls: type[TaskFamily]) -> type[TaskFamily]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"task family {name!r} is already registered by {_REGISTRY[name].__qualname__}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def names() -> list[str]:
-    return sorted(_REGISTRY)
+_REGISTRY = Registry("task family")
+register = _REGISTRY.register
+names = _REGISTRY.names
 
 
 def get(name: str, **hparams: Any) -> TaskFamily:
     """The family registered as `name`, with hyper-parameters `hparams` (unknown keys are an error)."""
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown task family {name!r}; accepted: {', '.join(names())}")
-    cls = _REGISTRY[name]
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(hparams) - fields)
-    if unknown:
-        raise ConfigError(f"{name}: unknown parameter(s) {', '.join(unknown)}; accepted: {', '.join(sorted(fields))}")
-    return cls(**hparams)
+    return _REGISTRY.get(name, **hparams)
 
 
 def describe(name: str) -> list[tuple[str, str, Any]]:
     """(field, type, default) for each hyper-parameter of the family `name`."""
-    cls = _REGISTRY[name]
+    cls = _REGISTRY.cls(name)
     hints = typing.get_type_hints(cls)
     return [(f.name, _type_name(hints.get(f.name, f.type)), f.default) for f in dataclasses.fields(cls)]
 
