@@ -8,6 +8,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from icl_meta.errors import ConfigError
+
 
 class Checkpointer:
     def __init__(self, directory: Path, max_to_keep: int = 2):
@@ -26,7 +28,13 @@ class Checkpointer:
         """Restore into the structure of `like` (a state of the same shapes, e.g. a freshly initialised one)."""
         step = self.latest_step() if step is None else step
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
-        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        try:
+            return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except (ValueError, KeyError, TypeError) as err:  # shapes or structure differ from the model to restore into
+            raise ConfigError(
+                f"the checkpoint at step {step} in {self.manager.directory} does not match the model "
+                f"and task of its config.json ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+            ) from None
 
     def close(self) -> None:
         self.manager.close()

@@ -124,3 +124,15 @@ def test_list_via_console_script_shows_every_family_and_its_parameters():
 def test_parse_value():
     assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("True") is True
     assert parse_value("prototype,pairwise") == ("prototype", "pairwise") and parse_value("shared") == "shared"
+
+
+def test_checkpoint_of_another_model_is_refused(trained_run, capsys, tmp_path):
+    import shutil
+
+    copy = tmp_path / "edited"
+    shutil.copytree(trained_run, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["learner"]["config"]["depth"] = 3  # the checkpoint holds a depth-2 model
+    (copy / "config.json").write_text(json.dumps(config))
+    code, _, err = run_cli(capsys, "eval", str(copy), "--tasks", "64")
+    assert code == 2 and err.count("\n") == 1 and "does not match the model" in err
