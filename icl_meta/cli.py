@@ -250,7 +250,7 @@ def write_report(path: Path, experiment: str, config: dict, curves: list, seed: 
     path = Path(path)
     write_json(path, results_document(experiment, config, curves, seed))
     title = f"{curves[0]['learner']} trained on {curves[0]['train']}, tested on {curves[0]['test']}"
-    png = plot_curves(curves, path.with_suffix(".png"), title=title)
+    png = plot_curves(curves, path.with_suffix(".png"), title=title, trained=(start, stop))
     n = len(curves[0]["mean"])
     shown = [p for p in SUMMARY_POSITIONS if p < n] + [n - 1]
     header = f"{'learner':<16}" + "".join(f"{'@' + str(p):>8}" for p in shown) + f"{f'mean {start}-{stop - 1}':>12}"
