@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 # step) on prototype tasks on CPU; per-position accuracy curve + PNG in runs/demo (about 4 minutes on 2 cores).
 demo: setup
 	rm -rf runs/demo
-	$(BIN)/icl-meta train --task prototype --protocol prefix --positions-per-step 8 --steps 2000 --out runs/demo
+	$(BIN)/icl-meta train --task prototype --positions-per-step 8 --steps 2000 --out runs/demo
 
 test: setup
 	$(BIN)/ruff check .

@@ -3,9 +3,10 @@
     python experiments/throughput.py            # paper preset, prototype tasks, d=2, C=2, N=50, batch 64
     python experiments/throughput.py --quick    # fewer timed steps
 
-Expected runtime: ~3 min on a 2-core CPU (the literal loop's compilation dominates).
-Expected result: `causal` several times the literal per-prefix loop's task-positions/s; `prefix` with all
-positions about the literal loop's work, and with 8 sampled positions per step several times faster.
+Expected runtime: ~5 min on a 2-core CPU (the literal loop's 2.5-minute compilation dominates).
+Expected result (2-core CPU): `causal` ~5x the literal per-prefix loop's task-positions/s; the padded `prefix`
+pass ~0.5x (it pads every prefix to N tokens: about twice the loop's token work) but compiles 10x faster;
+`prefix` with 8 sampled positions per step ~3x the loop's steps/s.
 
 Rows: `loop`, the reference's algorithm (one bidirectional pass over x[:, :i+1] per prefix length i, summed into
 one loss, here all inside one jitted step); `prefix` (the padded all-prefixes pass, all positions or a random

@@ -12,9 +12,9 @@ from icl_meta.errors import ConfigError
 
 
 class Checkpointer:
-    def __init__(self, directory: Path, max_to_keep: int = 2):
+    def __init__(self, directory: Path, max_to_keep: int = 2, create: bool = True):
         self.manager = ocp.CheckpointManager(
-            Path(directory).resolve(), options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+            Path(directory).resolve(), options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
         )
 
     def latest_step(self) -> int | None:

@@ -65,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("batch", int, 64, "tasks per step"),
         ("n", int, 50, "examples per task sequence"),
         ("lr", float, 3e-3, "Adam learning rate"),
-        ("loss-start", int, 2, "first position in the loss and the reported mean"),
+        (
+            "loss-start",
+            int,
+            None,
+            "first position in the loss and the reported mean; default the family's (the reference's)",
+        ),
         ("loss-stop", int, None, "end (exclusive) of the loss positions; default n"),
         ("positions-per-step", int, None, "random subset of loss positions per step; default all"),
         ("scan-steps", int, 50, "steps fused into one compiled call"),
@@ -93,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "devices", None) and args.devices > 1:
+    if getattr(args, "devices", None) is not None and args.devices > 1:
         _force_host_devices(args.devices)  # must precede JAX's initialisation
     from icl_meta.errors import ConfigError, TrainingError
 
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"icl-meta: error: {err}", file=sys.stderr)
         return 2
-    except TrainingError as err:
+    except (TrainingError, OSError) as err:
         print(f"icl-meta: error: {err}", file=sys.stderr)
         return 1
     return 0
@@ -162,7 +167,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         batch=args.batch,
         n=args.n,
         lr=args.lr,
-        loss_start=args.loss_start,
+        loss_start=family.reference_loss_start if args.loss_start is None else args.loss_start,
         loss_stop=args.loss_stop,
         positions_per_step=args.positions_per_step,
         scan_steps=args.scan_steps,
@@ -177,12 +182,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         "learner": learners.to_config(learner),
         "train": dataclasses.asdict(cfg),
     }
-    mesh = data_mesh(args.devices) if args.devices else None
+    mesh = data_mesh(args.devices) if args.devices is not None else None
     run = RunDir(args.out)
     result = train(learner, family, cfg, run, config, resume=args.resume, progress=not args.no_progress, mesh=mesh)
-    from icl_meta.train import eval_episode
-
-    curves = labelled_curves(learner, result.state.params, family, eval_episode(family, cfg), family.name, result.curve)
+    curves = labelled_curves(learner, result.state.params, family, result.episode, family.name, result.curve)
     write_report(run.path / "results.json", "train", config, curves, cfg.seed, cfg.loss_start, cfg.stop)
     reached = [r for r in result.history if r["step"] == result.state.step]
     if reached:
@@ -205,33 +208,52 @@ def cmd_eval(args: argparse.Namespace) -> None:
     learner = learners.from_config(config["learner"])
     trained_on = tasks.get(**config["task"])
     cfg = TrainConfig(**config["train"])
-    hparams = parse_assignments(args.task_arg, "--task-arg")
-    family = tasks.get(args.task, **hparams) if args.task else dataclasses.replace(trained_on, **hparams)
+    family = eval_family(trained_on, args.task, parse_assignments(args.task_arg, "--task-arg"))
     if family.spec != trained_on.spec:
         raise ConfigError(
             f"the run was trained for d={trained_on.spec.d}, C={trained_on.spec.num_classes} ({trained_on.name}); "
             f"task {family.name} has d={family.spec.d}, C={family.spec.num_classes} "
             "(set them with --task-arg d=... --task-arg num_classes=...)"
         )
-    checkpointer = Checkpointer(run.checkpoint_dir)
+    if not run.checkpoint_dir.exists():
+        raise ConfigError(f"{run.checkpoint_dir} holds no checkpoint")
+    checkpointer = Checkpointer(run.checkpoint_dir, create=False)
     if checkpointer.latest_step() is None:
         raise ConfigError(f"{run.checkpoint_dir} holds no checkpoint")
     state = checkpointer.restore(init_state(learner, trained_on, cfg))
     checkpointer.close()
     n = args.n or cfg.n
     episode = family.sample(stream_key(args.seed, EVAL_STREAM), args.tasks, n)
-    curves = labelled_curves(learner, state.params, family, episode, trained_on.name)
-    out = args.out or run.path / f"eval_{family.name}.json"
+    labels = {"sigma": family.sigma, "step": int(state.step)}
+    curves = labelled_curves(learner, state.params, family, episode, trained_on.name, extra=labels)
+    suffix = "".join(f"_{k}{v}" for k, v in sorted(parse_assignments(args.task_arg, "--task-arg").items()))
+    out = args.out or run.path / f"eval_{family.name}{suffix}.json"
     report = {"train": config, "task": {"name": family.name, **family.hparams()}, "tasks": args.tasks, "n": n}
-    write_report(out, "eval", report, curves, args.seed, cfg.loss_start, min(cfg.stop, n))
+    write_report(out, "eval", report, curves, args.seed, cfg.loss_start, cfg.stop)
 
 
-def labelled_curves(learner, params, family, episode, train_name: str, learner_curve=None) -> list[dict[str, Any]]:
+def eval_family(trained_on, name: str | None, hparams: dict[str, Any]):
+    """The family to evaluate on: the training family with `hparams` changed, or family `name` with the training
+    family's d (and C, for classification) unless `hparams` say otherwise."""
+    import tasks
+
+    if name is None or name == trained_on.name:
+        return tasks.with_hparams(trained_on, **hparams)
+    fill = {"d": trained_on.d}
+    defaults = {field: default for field, _, default in tasks.describe(name)}
+    if defaults.get("num_classes") is not None:
+        fill["num_classes"] = trained_on.num_classes
+    return tasks.get(name, **{**fill, **hparams})
+
+
+def labelled_curves(
+    learner, params, family, episode, train_name: str, learner_curve=None, extra: dict | None = None
+) -> list[dict[str, Any]]:
     """The learner's curve and the closed-form references', all on the same held-out tasks."""
     from icl_meta import evaluate, learners
 
     spec, metric = family.spec, evaluate.metric_name(family.spec)
-    labels = {"train": train_name, "test": family.name, "metric": metric}
+    labels = {"train": train_name, "test": family.name, "metric": metric, **(extra or {})}
     if learner_curve is None:
         learner_curve = evaluate.curve(evaluate.per_position(learner, params, spec, episode))
     curves = [{**learner_curve, **labels, "learner": learner.name, "kind": "trained"}]
@@ -244,15 +266,16 @@ def labelled_curves(learner, params, family, episode, train_name: str, learner_c
 def write_report(path: Path, experiment: str, config: dict, curves: list, seed: int, start: int, stop: int) -> None:
     from icl_meta import evaluate
     from icl_meta.plotting import plot_curves
-    from icl_meta.runs import write_json
-    from icl_meta.train import results_document
+    from icl_meta.runs import results_document, write_json
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, results_document(experiment, config, curves, seed))
     title = f"{curves[0]['learner']} trained on {curves[0]['train']}, tested on {curves[0]['test']}"
     png = plot_curves(curves, path.with_suffix(".png"), title=title, trained=(start, stop))
     n = len(curves[0]["mean"])
-    shown = [p for p in SUMMARY_POSITIONS if p < n] + [n - 1]
+    start, stop = min(start, n - 1), min(stop, n)
+    shown = sorted({p for p in SUMMARY_POSITIONS if p < n} | {n - 1})
     header = f"{'learner':<16}" + "".join(f"{'@' + str(p):>8}" for p in shown) + f"{f'mean {start}-{stop - 1}':>12}"
     print(header)
     for record in curves:

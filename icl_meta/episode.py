@@ -40,8 +40,10 @@ class Learner(Protocol):
     """A prequential learner: the output at position i uses only examples j < i and x_i.
 
     One `predict` call therefore yields the whole metric-vs-context-size curve (context sizes 0..N-1).
-    Classification outputs are per-class scores [B, N, C] (log-probabilities for trainable learners);
-    regression outputs are predictions [B, N]. With `positions` (int[K]), only those positions are returned,
+    Classification outputs are per-class scores [B, N, C'] with C' >= C (log-probabilities for trainable
+    learners); outputs C..C'-1, if any, are never correct (the ICL model's padded label slots: C' = 2C).
+    The prediction is the argmax over all C' outputs. Regression outputs are predictions [B, N].
+    With `positions` (int[K]), only those positions are returned,
     [B, K, ...]; a learner may use it to skip work.
     """
 

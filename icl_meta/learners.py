@@ -7,6 +7,7 @@ from typing import Any
 
 import baselines
 from icl_meta.episode import Learner, TaskSpec
+from icl_meta.errors import ConfigError
 from icl_meta.transformer import PRESETS, ICLTransformer, ModelConfig, preset
 
 ICL = "icl"
@@ -20,6 +21,8 @@ def build(name: str, **hparams: Any) -> Learner:
     """`build("icl", preset="paper", protocol="prefix")` or `build("knn", k=3)`."""
     if name == ICL:
         return ICLTransformer(preset(hparams.pop("preset", "paper"), **hparams))
+    if name not in baselines.names():
+        raise ConfigError(f"unknown learner {name!r}; accepted: {', '.join(names())}")
     return baselines.get(name, **hparams)
 
 

@@ -11,8 +11,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 
-TRAINED = ("icl",)
-
 
 def plot_curves(
     curves: Sequence[dict[str, Any]], path: Path, title: str = "", trained: tuple[int, int] | None = None

@@ -87,12 +87,17 @@ class RunDir:
             if not self.config_path.exists():
                 raise ConfigError(f"--resume: no run at {self.path} (config.json missing)")
             saved = read_json(self.config_path)
-            if _comparable(saved) != _comparable(config):
-                raise ConfigError(f"--resume: the config differs from the one saved in {self.config_path}")
+            changed = _differences(_comparable(saved), _comparable(config))
+            if changed:
+                raise ConfigError(
+                    f"--resume: {', '.join(changed)} differ from {self.config_path}; resume with the same settings"
+                )
             write_json(self.config_path, config)  # only the step budget may have changed
             return
         if self.config_path.exists():
             raise ConfigError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"--out {self.path} is a file, not a directory")
         self.path.mkdir(parents=True, exist_ok=True)
         write_json(self.config_path, config)
 
@@ -114,9 +119,31 @@ class RunDir:
         return [json.loads(ln) for ln in self.metrics_path.read_text().splitlines() if ln.strip()]
 
 
+def _differences(saved: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the values that differ between two configs, e.g. ['train.lr']."""
+    if isinstance(saved, dict) and isinstance(new, dict):
+        return [
+            d for k in sorted(set(saved) | set(new)) for d in _differences(saved.get(k), new.get(k), f"{prefix}{k}.")
+        ]
+    return [] if saved == new else [prefix.rstrip(".")]
+
+
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """A config without its step budget: a run may be resumed with more steps (batches are keyed by step)."""
     train = config.get("train")
     if isinstance(train, dict):
         return {**config, "train": {k: v for k, v in train.items() if k != "steps"}}
     return config
+
+
+def results_document(
+    experiment: str, config: dict[str, Any], curves: list[dict[str, Any]], seed: int | None = None
+) -> dict[str, Any]:
+    """The tidy results schema shared by every results.json (DESIGN.md section 6)."""
+    return {
+        "experiment": experiment,
+        "scale": config.get("scale"),
+        "config": config,
+        "provenance": provenance(seed),
+        "curves": curves,
+    }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from typing import Any
 
@@ -23,10 +22,10 @@ from tqdm.auto import tqdm
 
 from icl_meta import evaluate
 from icl_meta.checkpoint import Checkpointer
-from icl_meta.episode import Learner
+from icl_meta.episode import Episode, Learner
 from icl_meta.errors import TrainingError, require
 from icl_meta.parallel import replicate, shard_batch
-from icl_meta.runs import RunDir, provenance, write_json
+from icl_meta.runs import RunDir
 from tasks.base import TaskFamily
 
 TRAIN_STREAM, EVAL_STREAM, INIT_STREAM = 0, 1, 2
@@ -60,10 +59,6 @@ class TrainConfig:
                 1 <= self.positions_per_step <= span,
                 f"positions_per_step must be in [1, {span}] (the loss range), got {self.positions_per_step}",
             )
-        require(
-            self.eval_every % self.scan_steps == 0,
-            f"eval_every ({self.eval_every}) must be a multiple of scan_steps ({self.scan_steps})",
-        )
 
     @property
     def stop(self) -> int:
@@ -149,6 +144,11 @@ class TrainResult:
     state: TrainState
     curve: dict[str, Any]  # the learner's per-position curve on the held-out set at the last step
     history: list[dict[str, Any]]
+    episode: Episode  # the held-out set
+
+
+def params_finite(params: Any) -> bool:
+    return all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree_util.tree_leaves(params))
 
 
 def train(
@@ -175,13 +175,16 @@ def train(
     if run is not None:
         run.start(config or {}, resume=resume)
         checkpointer = Checkpointer(run.checkpoint_dir)
-        if resume and checkpointer.latest_step() is not None:
-            state = replicate(checkpointer.restore(state), mesh)
-            run.truncate_metrics(int(state.step))
+        if resume:
+            if checkpointer.latest_step() is not None:
+                state = replicate(checkpointer.restore(state), mesh)
+            run.truncate_metrics(int(state.step))  # lines logged after the last checkpoint are redone
         history = run.metrics()
     episode = eval_episode(family, cfg)
+    values = None
 
     def evaluate_now(step: int, loss: float | None, wall: float) -> dict[str, Any]:
+        nonlocal values
         values = evaluate.per_position(learner, state.params, spec, episode)
         record = {
             "step": step,
@@ -207,10 +210,12 @@ def train(
         num = min(cfg.scan_steps, boundary - step)
         state, chunk_losses = train_steps(state, learner=learner, family=family, cfg=cfg, num_steps=num, mesh=mesh)
         chunk_losses = np.asarray(chunk_losses)
-        if not np.isfinite(chunk_losses).all():
-            bad = step + int(np.argmin(np.isfinite(chunk_losses)))
-            kept = f"; the last checkpoint (step {checkpointer.latest_step()}) is kept" if checkpointer else ""
-            raise TrainingError(f"non-finite loss at step {bad} (try a lower --lr){kept}")
+        if not np.isfinite(chunk_losses).all() or not params_finite(state.params):
+            finite = np.isfinite(chunk_losses)
+            bad = step + (int(np.argmin(finite)) if not finite.all() else num)
+            last = checkpointer.latest_step() if checkpointer else None
+            kept = f"; the last checkpoint (step {last}) is kept" if last is not None else ""
+            raise TrainingError(f"non-finite loss or parameters at step {bad} (try a lower --lr){kept}")
         step += num
         bar.update(num)
         if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -225,33 +230,7 @@ def train(
         checkpointer.save(step, state)
     if checkpointer is not None:
         checkpointer.close()
-    values = evaluate.per_position(learner, state.params, spec, episode)
+    if values is None or history[-1]["step"] != step:  # not evaluated at this step yet
+        values = evaluate.per_position(learner, state.params, spec, episode)
     curve = evaluate.curve(values, learner=getattr(learner, "name", "learner"), metric=metric, step=step)
-    return TrainResult(state=state, curve=curve, history=history)
-
-
-def steps_to_reach(history: list[dict[str, Any]], key: str, threshold: float, higher_is_better: bool = True):
-    """(step, wall_s) of the first evaluation at which `key` reached `threshold`, or None."""
-    for record in history:
-        value = record.get(key)
-        if value is not None and math.isfinite(value):
-            if (value >= threshold) if higher_is_better else (value <= threshold):
-                return record["step"], record["wall_s"]
-    return None
-
-
-def results_document(
-    experiment: str, config: dict[str, Any], curves: list[dict[str, Any]], seed: int | None = None
-) -> dict[str, Any]:
-    """The tidy results schema shared by every results.json (DESIGN.md section 6)."""
-    return {
-        "experiment": experiment,
-        "scale": config.get("scale"),
-        "config": config,
-        "provenance": provenance(seed),
-        "curves": curves,
-    }
-
-
-def save_results(run: RunDir, document: dict[str, Any]) -> None:
-    write_json(run.results_path, document)
+    return TrainResult(state=state, curve=curve, history=history, episode=episode)

@@ -49,14 +49,21 @@ class ModelConfig:
             self.attention in ATTENTIONS, f"attention must be one of {', '.join(ATTENTIONS)}, got {self.attention!r}"
         )
         require(self.protocol in PROTOCOLS, f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
-        require(self.depth >= 1, f"depth must be >= 1, got {self.depth}")
-        require(self.heads >= 1, f"heads must be >= 1, got {self.heads}")
-        require(self.width is None or self.width >= 1, f"width must be None or >= 1, got {self.width}")
-        require(self.ff_mult >= 1, f"ff_mult must be >= 1, got {self.ff_mult}")
+        for name in ("depth", "heads", "ff_mult"):
+            value = getattr(self, name)
+            require(_is_int(value) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        require(
+            self.width is None or (_is_int(self.width) and self.width >= 1),
+            f"width must be None or an integer >= 1, got {self.width!r}",
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 PRESETS: dict[str, ModelConfig] = {
-    "paper": ModelConfig(attention="linear", depth=8, heads=1, width=None, ff_mult=4),
+    "paper": ModelConfig(attention="linear", protocol="prefix", depth=8, heads=1, width=None, ff_mult=4),
     "softmax": ModelConfig(attention="softmax", depth=4, heads=2, width=32, ff_mult=4),
 }
 
@@ -64,6 +71,10 @@ PRESETS: dict[str, ModelConfig] = {
 def preset(name: str, **overrides: Any) -> ModelConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown model preset {name!r}; accepted: {', '.join(sorted(PRESETS))}")
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ConfigError(f"unknown model parameter(s) {', '.join(unknown)}; accepted: {', '.join(sorted(fields))}")
     return dataclasses.replace(PRESETS[name], **overrides)
 
 
@@ -289,8 +300,8 @@ class ICLTransformer:
         return nnx.merge(graphdef, state)
 
     def predict(self, params: ICLParams, x: jax.Array, y: jax.Array, positions: jax.Array | None = None) -> jax.Array:
-        """Log-probabilities [B, N|P, C] (the 2C-way log-softmax restricted to the C real classes, so the
-        cross-entropy is exactly the reference's over all 2C logits), or regression predictions [B, N|P]."""
+        """Log-probabilities over the 2C outputs [B, N|P, 2C] (outputs C..2C-1 are the padded label slots: never
+        a correct answer, so an argmax there is an error, as in the reference), or regression predictions [B, N|P]."""
         spec = params.spec
         if x.shape[-1] != spec.d:
             raise ConfigError(f"input dim d={x.shape[-1]} does not match the model's d={spec.d}")
@@ -305,7 +316,7 @@ class ICLTransformer:
                 out = jnp.take(out, jnp.asarray(positions), axis=1)
         if spec.is_regression:
             return out[..., 0]
-        return jax.nn.log_softmax(out, axis=-1)[..., : spec.num_classes]
+        return jax.nn.log_softmax(out, axis=-1)
 
 
 def count_params(params: Any) -> int:

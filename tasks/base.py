@@ -7,6 +7,7 @@ Register a new one with `@register("name")` in one new file under `tasks/`; noth
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, ClassVar
 
@@ -30,15 +31,20 @@ class TaskFamily:
     sigma: float = 1.0
 
     name: ClassVar[str] = "?"
+    # The first position in the reference code's training loss for this family (PAPER.md section 4.2).
+    reference_loss_start: ClassVar[int] = 0
 
     def __post_init__(self) -> None:
-        require(isinstance(self.d, int) and self.d >= 1, f"{self.name}: d must be an integer >= 1, got {self.d!r}")
+        require(_is_int(self.d) and self.d >= 1, f"{self.name}: d must be an integer >= 1, got {self.d!r}")
         if self.num_classes is not None:
             require(
-                isinstance(self.num_classes, int) and self.num_classes >= 2,
+                _is_int(self.num_classes) and self.num_classes >= 2,
                 f"{self.name}: num_classes must be an integer >= 2, got {self.num_classes!r}",
             )
-        require(self.sigma > 0, f"{self.name}: sigma must be > 0, got {self.sigma!r}")
+        require(
+            isinstance(self.sigma, int | float) and not isinstance(self.sigma, bool) and 0 < self.sigma < math.inf,
+            f"{self.name}: sigma must be a finite number > 0, got {self.sigma!r}",
+        )
 
     @property
     def spec(self) -> TaskSpec:
@@ -60,6 +66,19 @@ class TaskFamily:
     def hparams(self) -> dict[str, Any]:
         """The family's hyper-parameters as JSON-friendly values (for config.json)."""
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def with_hparams(family: TaskFamily, **hparams: Any) -> TaskFamily:
+    """The same family with some hyper-parameters changed, rebuilt through the registry (so unknown keys and bad
+    values are ConfigErrors); `sigma` goes through `with_sigma`, which also reaches a mixture's components."""
+    sigma = hparams.pop("sigma", None)
+    if hparams:
+        family = get(family.name, **{**family.hparams(), **hparams})
+    return family if sigma is None else family.with_sigma(sigma)
 
 
 def _jsonable(value: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,7 @@ class Mixture(TaskFamily):
 
     components: family names (built with the mixture's d, num_classes and sigma), TaskFamily instances (kept; they
         must match d and num_classes), or {"name": ..., **hparams} dicts (what `hparams()` writes to config.json).
+        The mixture's sigma is authoritative: every component takes it, so a sigma shift reaches all of them.
         The default is the paper's canonical training mix (PAPER §11): proto without anchors, pairwise nc=1,
         amortization without anchors; use instances for the reference's variants (e.g. flipped anchors).
     weights: positive relative sizes of the blocks, one per component.
@@ -45,6 +46,8 @@ class Mixture(TaskFamily):
 
     components: tuple = ("prototype", "pairwise", "amortization")
     weights: tuple = (1.0, 1.0, 1.0)
+
+    reference_loss_start: ClassVar[int] = 2  # umix.py with the canonical start=2 (PAPER.md section 11)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -78,10 +81,7 @@ class Mixture(TaskFamily):
             f"mixture: component {component.name} has d={component.d}, num_classes={component.num_classes}; "
             f"the mixture needs d={self.d}, num_classes={self.num_classes}",
         )
-        return component
-
-    def with_sigma(self, sigma: float) -> Mixture:
-        return dataclasses.replace(self, sigma=sigma, components=tuple(c.with_sigma(sigma) for c in self.components))
+        return component if component.sigma == self.sigma else component.with_sigma(self.sigma)
 
     def _sample(self, key: jax.Array, batch: int, n: int) -> Episode:
         sizes = block_sizes(batch, self.weights)

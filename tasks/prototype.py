@@ -8,6 +8,7 @@ always the generating one (about 79% agreement for d=2, C=2, sigma=1).
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +39,8 @@ class Prototype(TaskFamily):
 
     anchors: bool = False
     permutation: str = "shared"
+
+    reference_loss_start: ClassVar[int] = 2  # uproto.py trains on positions 2..49
 
     def __post_init__(self) -> None:
         super().__post_init__()

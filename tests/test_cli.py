@@ -9,7 +9,7 @@ import pytest
 from icl_meta.cli import main, parse_value
 
 TINY = ["--n", "12", "--batch", "16", "--eval-tasks", "64", "--scan-steps", "5", "--eval-every", "10"]
-TINY_MODEL = ["--model-arg", "depth=2"]
+TINY_MODEL = ["--model-arg", "depth=2", "--protocol", "causal"]
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -64,6 +64,8 @@ def test_resume_extends_a_finished_run(trained_run, capsys, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(trained_run, copy)
     args = ["train", "--task", "prototype", *TINY, *TINY_MODEL, "--out", str(copy), "--no-progress", "--resume"]
+    code, _, err = run_cli(capsys, *args, "--steps", "30", "--lr", "0.01")
+    assert code == 2 and "train.lr differ" in err
     code, out, _ = run_cli(capsys, *args, "--steps", "30")
     assert code == 0 and "step 30" in out
     assert [json.loads(ln)["step"] for ln in (copy / "metrics.jsonl").read_text().splitlines()] == [0, 10, 20, 30]
@@ -83,6 +85,13 @@ def test_resume_extends_a_finished_run(trained_run, capsys, tmp_path):
         (["train", "--task", "prototype", "--learner", "ncm", "--out", "X"], "has no trainable parameters"),
         (["train", "--task", "prototype", "--model-arg", "depth", "--out", "X"], "--model-arg expects KEY=VALUE"),
         (["eval", "nowhere"], "is not a run directory"),
+        (["train", "--task", "prototype", "--model-arg", "foo=1", "--out", "X"], "unknown model parameter(s) foo"),
+        (["train", "--task", "prototype", "--model-arg", "depth=abc", "--out", "X"], "depth must be an integer"),
+        (["train", "--task", "prototype", "--model-arg", "depth=2.5", "--out", "X"], "depth must be an integer"),
+        (["train", "--task", "prototype", "--task-arg", "sigma=abc", "--out", "X"], "sigma must be a finite number"),
+        (["train", "--task", "prototype", "--learner", "foo", "--out", "X"], "accepted: icl, averaging"),
+        (["train", "--task", "prototype", "--preset", "huge", "--out", "X"], "unknown model preset 'huge'"),
+        (["train", "--task", "prototype", "--devices", "0", "--out", "X"], "devices must be between 1 and"),
     ],
 )
 def test_bad_input_gives_one_line(capsys, tmp_path, monkeypatch, argv, message):

@@ -49,9 +49,9 @@ def test_family_defined_in_a_test_module_trains_and_evaluates(tmp_path, capsys):
     argv = ["train", "--task", "test_xor", "--steps", "20", *tiny, "--model-arg", "depth=2", "--out", str(run)]
     assert main([*argv, "--no-progress"]) == 0
     assert main(["eval", str(run), "--task-arg", "sigma=2", "--tasks", "64"]) == 0
-    results = json.loads((run / "eval_test_xor.json").read_text())
+    results = json.loads((run / "eval_test_xor_sigma2.json").read_text())
     assert results["curves"][0]["train"] == "test_xor" and results["config"]["task"]["sigma"] == 2
-    assert (run / "results.png").exists() and (run / "eval_test_xor.png").exists()
+    assert (run / "results.png").exists() and (run / "eval_test_xor_sigma2.png").exists()
     assert "icl" in capsys.readouterr().out  # the summary table of the evaluation
 
 

@@ -1,18 +1,30 @@
 """A short seeded CPU training run of the paper preset learns the prototype algorithm (PAPER.md target T2)."""
 
 import numpy as np
+import pytest
 
 import baselines
 import tasks
 from icl_meta import evaluate
 from icl_meta.train import TrainConfig, eval_episode, train
-from icl_meta.transformer import PRESETS, ICLTransformer
+from icl_meta.transformer import ICLTransformer, preset
 
 
-def test_paper_preset_on_prototype_tasks_reaches_nearest_class_mean():
+# prefix: the paper-faithful protocol with 8 random prefix lengths per step (PAPER.md's CPU scale); causal: one pass.
+@pytest.mark.parametrize(("protocol", "positions_per_step"), [("prefix", 8), ("causal", None)])
+def test_paper_preset_on_prototype_tasks_reaches_nearest_class_mean(protocol, positions_per_step):
     family = tasks.get("prototype")
-    cfg = TrainConfig(steps=600, batch=64, n=50, lr=3e-3, loss_start=2, scan_steps=50, eval_every=600, eval_tasks=1024)
-    result = train(ICLTransformer(PRESETS["paper"]), family, cfg, progress=False)
+    cfg = TrainConfig(
+        steps=600,
+        batch=64,
+        n=50,
+        lr=3e-3,
+        loss_start=2,
+        positions_per_step=positions_per_step,
+        eval_every=600,
+        eval_tasks=1024,
+    )
+    result = train(ICLTransformer(preset("paper", protocol=protocol)), family, cfg, progress=False)
     icl = np.asarray(result.curve["mean"])
     ncm_values = evaluate.per_position(baselines.get("ncm"), None, family.spec, eval_episode(family, cfg))
     ncm = ncm_values.mean(0)

@@ -427,3 +427,38 @@ BAD_INPUTS = [
 def test_bad_input_raises_config_error(make, message):
     with pytest.raises(ConfigError, match=message):
         make()
+
+
+def test_sigma_shift_reaches_every_mixture_component_in_the_data():
+    base = tasks.get(
+        "mixture", components=({"name": "amortization", "anchors": "flipped"}, "prototype"), weights=(2, 1)
+    )
+    for shifted in (dataclasses.replace(base, sigma=3.0), base.with_sigma(3.0), tasks.with_hparams(base, sigma=3.0)):
+        assert [c.sigma for c in shifted.components] == [3.0, 3.0]
+        assert shifted.weights == base.weights and shifted.components[0].anchors == "flipped"
+        ep = shifted.sample(jax.random.key(0), 3000, 8)
+        amort = ep.params["parts"][0]["center"]  # rows 0..1999: x = center + sigma * eps (anchors at 0, 1)
+        resid = np.asarray(ep.x[:2000, 2:] - amort[:, None])
+        assert abs(resid.std() - 3.0) < 0.05
+
+
+@pytest.mark.parametrize(
+    ("hparams", "message"),
+    [
+        ({"d": True}, "d must be an integer"),
+        ({"d": 2.5}, "d must be an integer"),
+        ({"sigma": "abc"}, "sigma must be a finite number > 0"),
+        ({"sigma": float("inf")}, "sigma must be a finite number > 0"),
+        ({"num_classes": 2.0}, "num_classes must be an integer"),
+    ],
+)
+def test_bad_hyperparameter_types_are_config_errors(hparams, message):
+    with pytest.raises(ConfigError, match=message):
+        tasks.get("prototype", **hparams)
+
+
+def test_with_hparams_rebuilds_through_the_registry():
+    fam = tasks.with_hparams(tasks.get("pairwise", nc=4), d=5)
+    assert (fam.d, fam.nc) == (5, 4)
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        tasks.with_hparams(fam, colour=1)

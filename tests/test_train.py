@@ -5,15 +5,26 @@ import json
 import jax
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec
 
 import tasks
+from icl_meta.checkpoint import Checkpointer
 from icl_meta.errors import TrainingError
+from icl_meta.parallel import BATCH_AXIS, shard_batch
 from icl_meta.runs import RunDir
-from icl_meta.train import TrainConfig, eval_episode, train
+from icl_meta.train import (
+    EVAL_STREAM,
+    TRAIN_STREAM,
+    TrainConfig,
+    eval_episode,
+    params_finite,
+    stream_key,
+    train,
+)
 from icl_meta.transformer import ICLTransformer, preset
 
 FAMILY = tasks.get("prototype")
-LEARNER = ICLTransformer(preset("paper", depth=2))
+LEARNER = ICLTransformer(preset("paper", depth=2, protocol="causal"))
 CFG = TrainConfig(steps=30, batch=16, n=12, lr=3e-3, loss_start=2, scan_steps=5, eval_every=10, eval_tasks=64)
 
 
@@ -69,22 +80,27 @@ def test_run_directory_contents(uninterrupted):
 def test_eval_set_is_fixed_and_separate_from_training_stream():
     a, b = eval_episode(FAMILY, CFG), eval_episode(FAMILY, CFG)
     np.testing.assert_array_equal(a.x, b.x)
-    first_train_batch = FAMILY.sample(jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 0), 0), 16, 12)
-    assert not np.allclose(a.x[:16], first_train_batch.x)
+    step0 = jax.random.fold_in(stream_key(CFG.seed, TRAIN_STREAM), 0)  # as train_steps draws batch 0
+    first_train_batch = FAMILY.sample(jax.random.fold_in(step0, 0), CFG.batch, CFG.n)
+    assert not np.allclose(a.x[: CFG.batch], first_train_batch.x)
+    same_stream = FAMILY.sample(stream_key(CFG.seed, EVAL_STREAM), CFG.eval_tasks, CFG.n)
+    np.testing.assert_array_equal(a.x, same_stream.x)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     run = RunDir(tmp_path / "run")
     cfg = TrainConfig(**{**CFG.__dict__, "steps": 40})
-    train(LEARNER, FAMILY, cfg, run, {"train": "cfg"}, progress=False, until=10)
-    saved = run.metrics_path.read_text()
-    wild = TrainConfig(**{**cfg.__dict__, "lr": 1e30})
-    with pytest.raises(TrainingError, match="non-finite loss at step"):
-        train(LEARNER, FAMILY, wild, RunDir(tmp_path / "wild"), {"train": "wild"}, progress=False)
-    assert run.metrics_path.read_text() == saved  # the earlier run is untouched
-    wild_run = RunDir(tmp_path / "wild")
-    assert wild_run.config_path.exists()
-    assert all(np.isfinite(r["eval_accuracy"]) for r in wild_run.metrics())
+    train(LEARNER, FAMILY, cfg, run, {"train": "cfg"}, progress=False, until=20)
+    checkpoint_files = {p: p.read_bytes() for p in run.checkpoint_dir.rglob("*") if p.is_file()}
+    metrics = run.metrics_path.read_text()
+    wild = TrainConfig(**{**cfg.__dict__, "lr": 1e30})  # the same run continued with a diverging learning rate
+    with pytest.raises(TrainingError, match=r"non-finite loss or parameters at step 2\d.*checkpoint \(step 20\)"):
+        train(LEARNER, FAMILY, wild, run, {"train": "cfg"}, resume=True, progress=False)
+    assert Checkpointer(run.checkpoint_dir).latest_step() == 20
+    assert {p: p.read_bytes() for p in run.checkpoint_dir.rglob("*") if p.is_file()} == checkpoint_files
+    assert run.metrics_path.read_text() == metrics and not run.results_path.exists()
+    resumed = train(LEARNER, FAMILY, cfg, run, {"train": "cfg"}, resume=True, progress=False)  # still resumable
+    assert int(resumed.state.step) == 40 and params_finite(resumed.state.params)
 
 
 def test_sharded_step_matches_single_device():
@@ -97,3 +113,8 @@ def test_sharded_step_matches_single_device():
     two = train(LEARNER, FAMILY, cfg, progress=False, mesh=data_mesh(2))
     for a, b in zip(leaves(one.state), leaves(two.state), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
+    # The batch really is split: each device holds half of the tasks.
+    mesh = data_mesh(2)
+    x = jax.jit(lambda k: shard_batch(FAMILY.sample(k, 16, 12), mesh).x)(jax.random.key(0))
+    assert x.sharding.spec == PartitionSpec(BATCH_AXIS)
+    assert {s.data.shape for s in x.addressable_shards} == {(8, 12, 2)}
