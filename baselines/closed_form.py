@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from baselines import register
 from icl_meta.episode import TaskSpec
-from icl_meta.errors import require
+from icl_meta.errors import is_int, require
 from tasks.amortization import amortization_labels
 
 Array = jax.Array
@@ -46,7 +46,7 @@ class _Classifier:
 
     def __post_init__(self) -> None:
         require(
-            isinstance(self.num_classes, int) and not isinstance(self.num_classes, bool) and self.num_classes >= 2,
+            is_int(self.num_classes) and self.num_classes >= 2,
             f"{self.name}: num_classes must be an integer >= 2, got {self.num_classes!r}",
         )
 
@@ -121,7 +121,7 @@ class KNearestNeighbours(_Classifier):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(
-            isinstance(self.k, int) and not isinstance(self.k, bool) and self.k >= 1,
+            is_int(self.k) and self.k >= 1,
             f"{self.name}: k must be an integer >= 1, got {self.k!r}",
         )
 

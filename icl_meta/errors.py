@@ -10,5 +10,10 @@ def require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def is_int(value: object) -> bool:
+    """An integer that is not a bool (True would otherwise pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); earlier checkpoints and results are left intact."""

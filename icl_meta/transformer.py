@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from icl_meta.episode import TaskSpec
-from icl_meta.errors import ConfigError, require
+from icl_meta.errors import ConfigError, is_int, require
 
 ATTENTIONS = ("linear", "softmax")
 PROTOCOLS = ("causal", "prefix")
@@ -51,15 +51,11 @@ class ModelConfig:
         require(self.protocol in PROTOCOLS, f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         for name in ("depth", "heads", "ff_mult"):
             value = getattr(self, name)
-            require(_is_int(value) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+            require(is_int(value) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
         require(
-            self.width is None or (_is_int(self.width) and self.width >= 1),
+            self.width is None or (is_int(self.width) and self.width >= 1),
             f"width must be None or an integer >= 1, got {self.width!r}",
         )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 PRESETS: dict[str, ModelConfig] = {

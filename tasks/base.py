@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import jax
 
 from icl_meta.episode import Episode, TaskSpec
-from icl_meta.errors import require
+from icl_meta.errors import is_int, require
 from icl_meta.registry import Registry
 
 
@@ -35,10 +35,10 @@ class TaskFamily:
     reference_loss_start: ClassVar[int] = 0
 
     def __post_init__(self) -> None:
-        require(_is_int(self.d) and self.d >= 1, f"{self.name}: d must be an integer >= 1, got {self.d!r}")
+        require(is_int(self.d) and self.d >= 1, f"{self.name}: d must be an integer >= 1, got {self.d!r}")
         if self.num_classes is not None:
             require(
-                _is_int(self.num_classes) and self.num_classes >= 2,
+                is_int(self.num_classes) and self.num_classes >= 2,
                 f"{self.name}: num_classes must be an integer >= 2, got {self.num_classes!r}",
             )
         require(
@@ -66,10 +66,6 @@ class TaskFamily:
     def hparams(self) -> dict[str, Any]:
         """The family's hyper-parameters as JSON-friendly values (for config.json)."""
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def with_hparams(family: TaskFamily, **hparams: Any) -> TaskFamily:

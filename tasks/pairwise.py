@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from icl_meta.episode import Episode
-from icl_meta.errors import require
+from icl_meta.errors import is_int, require
 from tasks.base import TaskFamily, register
 
 
@@ -47,7 +47,7 @@ class Pairwise(TaskFamily):
         super().__post_init__()
         require(self.num_classes is not None, "pairwise: num_classes must be an integer >= 2, got None")
         require(
-            isinstance(self.nc, int) and not isinstance(self.nc, bool) and self.nc >= 0,
+            is_int(self.nc) and self.nc >= 0,
             f"pairwise: nc must be an integer >= 0 (0 = umix.py's all-class-0 bug), got {self.nc!r}",
         )
         require(
