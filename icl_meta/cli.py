@@ -142,7 +142,7 @@ def cmd_list(args: argparse.Namespace) -> None:
     print("task families:")
     for name in tasks.names():
         fields = ", ".join(f"{f}: {t} = {d!r}" for f, t, d in tasks.describe(name))
-        print(f"  {name:<18} {fields}")
+        print(f"  {name:<18} {tasks.summary(name)}\n  {'':<18} {fields}")
     print("learners:", ", ".join(learners.names()))
     print("icl presets:")
     for name, cfg in PRESETS.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import typing
 from typing import Any, ClassVar
 
@@ -93,6 +94,13 @@ names = _REGISTRY.names
 def get(name: str, **hparams: Any) -> TaskFamily:
     """The family registered as `name`, with hyper-parameters `hparams` (unknown keys are an error)."""
     return _REGISTRY.get(name, **hparams)
+
+
+def summary(name: str) -> str:
+    """The first line of the family's module docstring (or class docstring)."""
+    cls = _REGISTRY.cls(name)
+    doc = sys.modules[cls.__module__].__doc__ or cls.__doc__ or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
 def describe(name: str) -> list[tuple[str, str, Any]]:
