@@ -15,14 +15,14 @@ from icl_meta.transformer import ICLTransformer, preset
 def test_paper_preset_on_prototype_tasks_reaches_nearest_class_mean(protocol, positions_per_step):
     family = tasks.get("prototype")
     cfg = TrainConfig(
-        steps=600,
+        steps=800,
         batch=64,
         n=50,
         lr=3e-3,
         loss_start=2,
         positions_per_step=positions_per_step,
-        eval_every=600,
-        eval_tasks=1024,
+        eval_every=800,
+        eval_tasks=2048,
     )
     result = train(ICLTransformer(preset("paper", protocol=protocol)), family, cfg, progress=False)
     icl = np.asarray(result.curve["mean"])
