@@ -208,7 +208,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     learner = learners.from_config(config["learner"])
     trained_on = tasks.get(**config["task"])
     cfg = TrainConfig(**config["train"])
-    family = eval_family(trained_on, args.task, parse_assignments(args.task_arg, "--task-arg"))
+    overrides = parse_assignments(args.task_arg, "--task-arg")
+    family = eval_family(trained_on, args.task, dict(overrides))
     if family.spec != trained_on.spec:
         raise ConfigError(
             f"the run was trained for d={trained_on.spec.d}, C={trained_on.spec.num_classes} ({trained_on.name}); "
@@ -226,7 +227,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     episode = family.sample(stream_key(args.seed, EVAL_STREAM), args.tasks, n)
     labels = {"sigma": family.sigma, "step": int(state.step)}
     curves = labelled_curves(learner, state.params, family, episode, trained_on.name, extra=labels)
-    suffix = "".join(f"_{k}{v}" for k, v in sorted(parse_assignments(args.task_arg, "--task-arg").items()))
+    suffix = "".join(f"_{k}{v}" for k, v in sorted(overrides.items()))
     out = args.out or run.path / f"eval_{family.name}{suffix}.json"
     report = {"train": config, "task": {"name": family.name, **family.hparams()}, "tasks": args.tasks, "n": n}
     write_report(out, "eval", report, curves, args.seed, cfg.loss_start, cfg.stop)
