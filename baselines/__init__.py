@@ -21,6 +21,6 @@ def get(name: str, **hparams: Any) -> Any:
 
 
 # Importing a module registers its learners (after `register` exists, hence at the bottom).
-from baselines import closed_form  # noqa: E402, F401
+from baselines import closed_form, cnp, maml, matchnet, protonet  # noqa: E402, F401
 
 __all__ = ["get", "names", "register"]

@@ -18,22 +18,13 @@ import jax
 import jax.numpy as jnp
 
 from baselines import register
+from baselines.context import context_mask, l2_normalize, query_rows
 from icl_meta.episode import TaskSpec
 from icl_meta.errors import is_int, require
 from tasks.amortization import amortization_labels
 
 Array = jax.Array
 _HI = jax.lax.Precision.HIGHEST  # exact float32 sums even where the backend would default to TF32/bf16 matmuls
-
-
-def _query_rows(n: int, positions: Array | None) -> Array:
-    """The query positions to compute, [K]: all of 0..N-1 or the requested subset."""
-    return jnp.arange(n) if positions is None else jnp.asarray(positions, jnp.int32)
-
-
-def _context_mask(rows_K: Array, n: int, dtype=jnp.float32) -> Array:
-    """[K, N]: 1 where example j is in the context of query position rows_K[k], i.e. j < rows_K[k]."""
-    return (jnp.arange(n)[None, :] < rows_K[:, None]).astype(dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +59,8 @@ class NearestClassMean(_Classifier):
 
     def predict(self, params: None, x: Array, y: Array, positions: Array | None = None) -> Array:
         n = x.shape[1]
-        rows_K = _query_rows(n, positions)
-        mask_KN = _context_mask(rows_K, n)
+        rows_K = query_rows(n, positions)
+        mask_KN = context_mask(rows_K, n)
         onehot_BNC = self._onehot(y)
         counts_BKC = jnp.einsum("kn,bnc->bkc", mask_KN, onehot_BNC, precision=_HI)
         sums_BKCD = jnp.einsum("kn,bnc,bnd->bkcd", mask_KN, onehot_BNC, x, precision=_HI)
@@ -85,11 +76,10 @@ class CosineMatching(_Classifier):
 
     def predict(self, params: None, x: Array, y: Array, positions: Array | None = None) -> Array:
         n = x.shape[1]
-        rows_K = _query_rows(n, positions)
-        # x / max(||x||, 1e-12), as torch's F.normalize in the reference code.
-        xn_BND = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+        rows_K = query_rows(n, positions)
+        xn_BND = l2_normalize(x)
         cos_BKN = jnp.einsum("bkd,bnd->bkn", xn_BND[:, rows_K], xn_BND, precision=_HI)
-        cos_BKN = cos_BKN * _context_mask(rows_K, n)[None]
+        cos_BKN = cos_BKN * context_mask(rows_K, n)[None]
         return jnp.einsum("bkn,bnc->bkc", cos_BKN, self._onehot(y), precision=_HI)
 
 
@@ -101,8 +91,8 @@ class Averaging(_Classifier):
 
     def predict(self, params: None, x: Array, y: Array, positions: Array | None = None) -> Array:
         n = x.shape[1]
-        rows_K = _query_rows(n, positions)
-        mask_KN = _context_mask(rows_K, n)
+        rows_K = query_rows(n, positions)
+        mask_KN = context_mask(rows_K, n)
         w_BKD = jnp.einsum("kn,bnd->bkd", mask_KN, x, precision=_HI) / jnp.maximum(mask_KN.sum(-1), 1.0)[:, None]
         labels_BK = amortization_labels(x[:, rows_K], w_BKD, self.num_classes)
         return jax.nn.one_hot(labels_BK, self.num_classes, dtype=jnp.float32)
@@ -127,11 +117,11 @@ class KNearestNeighbours(_Classifier):
 
     def predict(self, params: None, x: Array, y: Array, positions: Array | None = None) -> Array:
         n = x.shape[1]
-        rows_K = _query_rows(n, positions)
+        rows_K = query_rows(n, positions)
         k = min(self.k, n)
         # Differences rather than |a|^2 + |b|^2 - 2ab: no cancellation for near neighbours.
         dist_BKN = jnp.sum((x[:, rows_K, None, :] - x[:, None, :, :]) ** 2, axis=-1)
-        dist_BKN = jnp.where(_context_mask(rows_K, n, bool)[None], dist_BKN, jnp.inf)
+        dist_BKN = jnp.where(context_mask(rows_K, n, bool)[None], dist_BKN, jnp.inf)
         _, idx_BKk = jax.lax.top_k(-dist_BKN, k)
         y_BKk = jnp.take_along_axis(jnp.broadcast_to(y[:, None, :], dist_BKN.shape), idx_BKk, axis=-1)
         # Only the first min(k, i) neighbours are real context examples; the rest are masked padding.
@@ -157,8 +147,8 @@ def _ridge_predict(x: Array, y: Array, lam: float, positions: Array | None) -> A
     s / (s^2 + lam), and for lam = 0 it is the pseudo-inverse 1/s above pinv's cutoff, i.e. the minimum-norm fit.
     """
     n, d = x.shape[1], x.shape[2]
-    rows_K = _query_rows(n, positions)
-    mask_KN = _context_mask(rows_K, n)
+    rows_K = query_rows(n, positions)
+    mask_KN = context_mask(rows_K, n)
     x_BKND = x[:, None] * mask_KN[None, :, :, None]
     y_BKN = y[:, None].astype(jnp.float32) * mask_KN[None]
     u_BKNR, s_BKR, vt_BKRD = jnp.linalg.svd(x_BKND, full_matrices=False)

@@ -11,10 +11,12 @@ import ast
 import dataclasses
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 SUMMARY_POSITIONS = (0, 1, 2, 5, 10, 20)
+FIGURES = {"fig2": ("experiments.fig2_single", "experiments.fig2_mixture")}  # figure -> its scripts, run in order
 
 
 def parse_value(text: str) -> Any:
@@ -93,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--n", type=int, default=None, help="examples per sequence (default: as trained)")
     ev.add_argument("--seed", type=int, default=1, help="seed of the evaluation set (default 1)")
     ev.add_argument("--out", type=Path, default=None, help="results JSON (default RUN/eval_TASK.json)")
+    rep = sub.add_parser("reproduce", help="run a figure's experiment scripts (experiments/*.py)")
+    rep.add_argument("figure", choices=tuple(FIGURES), help="which figure")
+    rep.add_argument(
+        "--scale",
+        choices=("smoke", "cpu", "paper"),
+        default="cpu",
+        help="smoke (seconds), cpu (minutes on a laptop) or paper (GPU)",
+    )
+    rep.add_argument("--seed", type=int, default=0, help="seed of the runs and test sets (default 0)")
+    rep.add_argument("--out", type=Path, default=None, help="run directories (default runs/FIGURE/SCALE)")
+    rep.add_argument("--figures", type=Path, default=Path("figures"), help="results and PNGs (default figures/)")
+    rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
@@ -100,12 +114,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "devices", None) is not None and args.devices > 1:
         _force_host_devices(args.devices)  # must precede JAX's initialisation
+    commands = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "reproduce": cmd_reproduce}
+
+    def run() -> None:
+        for module in args.imports or []:
+            _import(module)
+        commands[args.command](args)
+
+    return guarded(run)
+
+
+def guarded(run: Callable[[], Any]) -> int:
+    """Run a command; a bad input or a failed run becomes one line `icl-meta: error: ...` and exit code 2 or 1."""
     from icl_meta.errors import ConfigError, TrainingError
 
     try:
-        for module in args.imports or []:
-            _import(module)
-        {"list": cmd_list, "train": cmd_train, "eval": cmd_eval}[args.command](args)
+        run()
     except ConfigError as err:
         print(f"icl-meta: error: {err}", file=sys.stderr)
         return 2
@@ -231,6 +255,17 @@ def cmd_eval(args: argparse.Namespace) -> None:
     out = args.out or run.path / f"eval_{family.name}{suffix}.json"
     report = {"train": config, "task": {"name": family.name, **family.hparams()}, "tasks": args.tasks, "n": n}
     write_report(out, "eval", report, curves, args.seed, cfg.loss_start, cfg.stop)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    import importlib
+
+    argv = ["--scale", args.scale, "--seed", str(args.seed), "--figures", str(args.figures)]
+    argv += ["--out", str(args.out)] if args.out is not None else []
+    argv += ["--no-progress"] if args.no_progress else []
+    for module in FIGURES[args.figure]:
+        print(f"== {module} {' '.join(argv)}")
+        importlib.import_module(module).main(argv)
 
 
 def eval_family(trained_on, name: str | None, hparams: dict[str, Any]):

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, NamedTuple, Protocol
 
 import jax
+from flax import struct
 
 Array = jax.Array
 
@@ -34,6 +35,17 @@ class TaskSpec:
     @property
     def is_regression(self) -> bool:
         return self.num_classes is None
+
+
+@struct.dataclass
+class LearnerParams:
+    """A trainable learner's weights (a pure nested dict of arrays) with the task spec they were built for.
+
+    The spec is static (not a leaf), so `predict` knows d and C, and a checkpoint of another spec fails to restore.
+    """
+
+    weights: dict
+    spec: TaskSpec = struct.field(pytree_node=False)
 
 
 class Learner(Protocol):

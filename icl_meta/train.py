@@ -28,7 +28,7 @@ from icl_meta.parallel import replicate, shard_batch
 from icl_meta.runs import RunDir
 from tasks.base import TaskFamily
 
-TRAIN_STREAM, EVAL_STREAM, INIT_STREAM = 0, 1, 2
+TRAIN_STREAM, EVAL_STREAM, INIT_STREAM, TEST_STREAM = 0, 1, 2, 3  # TEST: the test sets of figure scripts
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,9 +26,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import nnx, struct
+from flax import nnx
 
-from icl_meta.episode import TaskSpec
+from icl_meta.episode import LearnerParams, TaskSpec
 from icl_meta.errors import ConfigError, is_int, require
 
 ATTENTIONS = ("linear", "softmax")
@@ -265,14 +265,6 @@ def run_prefix(net: Network, ctx_BNT: jax.Array, qry_BNT: jax.Array, positions_P
 # The learner
 
 
-@struct.dataclass
-class ICLParams:
-    """The transformer's weights (a pure nested dict of arrays) with the task spec they were built for."""
-
-    weights: dict
-    spec: TaskSpec = struct.field(pytree_node=False)
-
-
 @functools.cache
 def _skeleton(config: ModelConfig, spec: TaskSpec) -> tuple[nnx.GraphDef, nnx.State]:
     return nnx.split(nnx.eval_shape(lambda: Network(config, spec, rngs=nnx.Rngs(0))))
@@ -285,17 +277,19 @@ class ICLTransformer:
     config: ModelConfig = PRESETS["paper"]
     name = "icl"
 
-    def init(self, key: jax.Array, spec: TaskSpec) -> ICLParams:
+    def init(self, key: jax.Array, spec: TaskSpec) -> LearnerParams:
         _, state = nnx.split(Network(self.config, spec, rngs=nnx.Rngs(params=key)))
-        return ICLParams(weights=nnx.to_pure_dict(state), spec=spec)
+        return LearnerParams(weights=nnx.to_pure_dict(state), spec=spec)
 
-    def network(self, params: ICLParams) -> Network:
+    def network(self, params: LearnerParams) -> Network:
         graphdef, abstract = _skeleton(self.config, params.spec)
         state = jax.tree_util.tree_map(lambda leaf: leaf, abstract)  # a fresh copy to fill in
         nnx.replace_by_pure_dict(state, params.weights)
         return nnx.merge(graphdef, state)
 
-    def predict(self, params: ICLParams, x: jax.Array, y: jax.Array, positions: jax.Array | None = None) -> jax.Array:
+    def predict(
+        self, params: LearnerParams, x: jax.Array, y: jax.Array, positions: jax.Array | None = None
+    ) -> jax.Array:
         """Log-probabilities over the 2C outputs [B, N|P, 2C] (outputs C..2C-1 are the padded label slots: never
         a correct answer, so an argmax there is an error, as in the reference), or regression predictions [B, N|P]."""
         spec = params.spec
