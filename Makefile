@@ -14,11 +14,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# The main job: train the paper's ICL transformer (paper-faithful prefix protocol, 8 sampled prefix lengths per
-# step) on prototype tasks on CPU; per-position accuracy curve + PNG in runs/demo (about 4 minutes on 2 cores).
+# The main job: Figure 2 at cpu scale (experiments/fig2_single.py and fig2_mixture.py): the ICL transformer, MatchNet,
+# ProtoNet, CNP and MAML trained on prototype, pairwise, amortization and mixture tasks on CPU. Results and PNGs go to
+# runs/demo (compare with the committed figures/fig2_*_cpu.*); runs to runs/fig2/cpu (a second call reuses them).
 demo: setup
-	rm -rf runs/demo
-	$(BIN)/icl-meta train --task prototype --positions-per-step 8 --steps 2000 --out runs/demo
+	$(BIN)/icl-meta reproduce fig2 --scale cpu --figures runs/demo
 
 test: setup
 	$(BIN)/ruff check .
