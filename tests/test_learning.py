@@ -1,4 +1,5 @@
-"""A short seeded CPU training run of the paper preset learns the prototype algorithm (PAPER.md target T2)."""
+"""Short seeded CPU training runs learn their family's algorithm: the paper preset on prototype tasks (PAPER.md T2),
+ProtoNet and CNP on their own families (T5)."""
 
 import numpy as np
 import pytest
@@ -32,3 +33,17 @@ def test_paper_preset_on_prototype_tasks_reaches_nearest_class_mean(protocol, po
     worst = int(np.argmin(icl[10:] - ncm[10:])) + 10
     assert (icl[10:] >= ncm[10:] - 0.03).all(), f"context {worst}: icl {icl[worst]:.3f} vs ncm {ncm[worst]:.3f}"
     assert icl[2:].mean() > 0.9
+
+
+# Each meta-learner learns its own family's rule (PAPER.md target T5) in a few seconds of training.
+@pytest.mark.parametrize(
+    ("learner", "family_name", "reference", "steps", "lr"),
+    [("protonet", "prototype", "ncm", 2000, 3e-3), ("cnp", "amortization", "averaging", 1500, 1e-3)],
+)
+def test_meta_learner_reaches_its_family_rule(learner, family_name, reference, steps, lr):
+    family = tasks.get(family_name)
+    cfg = TrainConfig(steps=steps, batch=128, n=50, lr=lr, eval_every=steps, eval_tasks=2048, scan_steps=100)
+    result = train(baselines.get(learner), family, cfg, progress=False)
+    trained = np.asarray(result.curve["mean"])[2:].mean()
+    rule = evaluate.per_position(baselines.get(reference), None, family.spec, eval_episode(family, cfg))[:, 2:].mean()
+    assert trained >= rule - 0.02, f"{learner} {trained:.3f} vs {reference} {rule:.3f}"
