@@ -12,9 +12,10 @@ pairwise nc=2, amortization with flipped anchors, and the mix of prototype with 
 anchors and unit-norm pairwise tasks). Every learner is tested on each family and on the mixture.
 Outputs: fig2_mixture_SCALE.{json,png} and fig2_mixture_table_SCALE.png in `--figures`; runs in `--out`.
 
-Expected runtime on a 2-core CPU: smoke ~30 s; cpu ~5 min; paper: 1M steps per run, a GPU job.
+Expected runtime on a 2-core CPU: smoke ~1 min; cpu ~5 min; paper: 1M steps per run, a GPU job.
 Expected result (cpu): on the mixture test set ICL beats every meta-learner (each is good on its own family only;
-the best single closed-form rule, ncm, scores about .906 and the per-family oracle .935).
+the best single closed-form rule, ncm, scores about .906 and the per-family oracle .935). Measured (seed 0): ICL .942,
+ProtoNet .903, MAML .895, MatchNet .839, CNP .638 on the mixture test set.
 """
 
 from __future__ import annotations
