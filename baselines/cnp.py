@@ -17,10 +17,9 @@ import jax
 import jax.numpy as jnp
 
 from baselines import register
-from baselines.context import context_mask, query_rows, require_classification, require_input_dim
+from baselines.context import context_mask, query_rows, require_classification, require_hidden, require_input_dim
 from baselines.mlp import init_mlp, mlp
 from icl_meta.episode import LearnerParams, TaskSpec
-from icl_meta.errors import is_int, require
 
 Array = jax.Array
 
@@ -33,10 +32,7 @@ class CNP:
     name: ClassVar[str] = "cnp"
 
     def __post_init__(self) -> None:
-        require(
-            self.hidden is None or (is_int(self.hidden) and self.hidden >= 1),
-            f"cnp: hidden must be None or an integer >= 1, got {self.hidden!r}",
-        )
+        require_hidden(self.name, self.hidden)
 
     def init(self, key: Array, spec: TaskSpec) -> LearnerParams:
         require_classification(self.name, spec)

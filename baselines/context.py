@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from icl_meta.episode import TaskSpec
-from icl_meta.errors import ConfigError, require
+from icl_meta.errors import ConfigError, is_int, require
 
 Array = jax.Array
 
@@ -50,3 +50,11 @@ def require_classification(learner: str, spec: TaskSpec) -> None:
 def require_input_dim(learner: str, spec: TaskSpec, x: Array) -> None:
     if x.shape[-1] != spec.d:
         raise ConfigError(f"{learner}: input dim d={x.shape[-1]} does not match the learner's d={spec.d}")
+
+
+def require_hidden(learner: str, hidden: int | None) -> None:
+    """An optional hidden width: None (the reference's size) or an integer >= 1."""
+    require(
+        hidden is None or (is_int(hidden) and hidden >= 1),
+        f"{learner}: hidden must be None or an integer >= 1, got {hidden!r}",
+    )

@@ -23,11 +23,12 @@ from baselines.context import (
     padded_log_probs,
     query_rows,
     require_classification,
+    require_hidden,
     require_input_dim,
 )
 from baselines.mlp import init_mlp, mlp
 from icl_meta.episode import LearnerParams, TaskSpec
-from icl_meta.errors import is_int, require
+from icl_meta.errors import require
 
 Array = jax.Array
 SIMILARITIES = ("cosine", "dot")
@@ -48,10 +49,7 @@ class MatchNet:
             f"matchnet: similarity must be one of {', '.join(SIMILARITIES)}, got {self.similarity!r}",
         )
         require(isinstance(self.double_softmax, bool), "matchnet: double_softmax must be True or False")
-        require(
-            self.hidden is None or (is_int(self.hidden) and self.hidden >= 1),
-            f"matchnet: hidden must be None or an integer >= 1, got {self.hidden!r}",
-        )
+        require_hidden(self.name, self.hidden)
 
     def init(self, key: Array, spec: TaskSpec) -> LearnerParams:
         require_classification(self.name, spec)

@@ -22,11 +22,12 @@ from baselines.context import (
     padded_log_probs,
     query_rows,
     require_classification,
+    require_hidden,
     require_input_dim,
 )
 from baselines.mlp import init_mlp, mlp
 from icl_meta.episode import LearnerParams, TaskSpec
-from icl_meta.errors import is_int, require
+from icl_meta.errors import require
 
 Array = jax.Array
 
@@ -43,10 +44,7 @@ class ProtoNet:
     def __post_init__(self) -> None:
         for flag in ("embed_query", "double_softmax"):
             require(isinstance(getattr(self, flag), bool), f"protonet: {flag} must be True or False")
-        require(
-            self.hidden is None or (is_int(self.hidden) and self.hidden >= 1),
-            f"protonet: hidden must be None or an integer >= 1, got {self.hidden!r}",
-        )
+        require_hidden(self.name, self.hidden)
 
     def init(self, key: Array, spec: TaskSpec) -> LearnerParams:
         require_classification(self.name, spec)

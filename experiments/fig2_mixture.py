@@ -142,8 +142,7 @@ def draw(doc: dict[str, Any], figures: Path, scale: str) -> None:
     values = np.full((len(rows), len(TESTS)), np.nan)
     for r, name in enumerate(rows):
         for c, test in enumerate(TESTS):
-            hit = [t["mean"] for t in table if t["learner"] == name and t["test"] == test]
-            values[r, c] = hit[0] if hit else np.nan
+            values[r, c] = study.table_value(table, name, test)
     plot_table(
         values,
         rows,

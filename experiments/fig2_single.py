@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -177,9 +178,8 @@ def print_table(table: list[dict[str, Any]], rows: Sequence[str], cols: Sequence
     for row in rows:
         cells = []
         for col in cols:
-            want = col if train is None else train
-            hit = [r["mean"] for r in table if r["learner"] == row and r["test"] == col and r["train"] in (want, None)]
-            cells.append(f"{hit[0]:14.3f}" if hit else f"{'-':>14}")
+            value = study.table_value(table, row, col, train=col if train is None else train)
+            cells.append(f"{'-':>14}" if math.isnan(value) else f"{value:14.3f}")
         print(f"{row:<16}" + "".join(cells))
 
 
@@ -228,8 +228,7 @@ def draw(doc: dict[str, Any], figures: Path, scale: str) -> None:
     values = np.full((len(rows), len(FAMILIES)), np.nan)
     for r, (name, fam) in enumerate((n, f) for n in names for f in FAMILIES):
         for c, test in enumerate(FAMILIES):
-            hit = [t["mean"] for t in table if (t["learner"], t["train"], t["test"]) == (name, fam, test)]
-            values[r, c] = hit[0] if hit else np.nan
+            values[r, c] = study.table_value(table, name, test, train=fam)
     plot_table(
         values,
         rows,

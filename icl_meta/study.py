@@ -141,3 +141,12 @@ def run_grid(
         curves += evaluate_job(job, params, tests, families)
         runs.append(info)
     return curves, runs
+
+
+def table_value(table: Iterable[dict[str, Any]], learner: str, test: str, train: str | None = None) -> float:
+    """The mean of `learner` tested on `test` in a `mean_table`, trained on `train` if given (closed-form references,
+    whose train is None, match any); NaN when absent."""
+    for row in table:
+        if row["learner"] == learner and row["test"] == test and (train is None or row["train"] in (train, None)):
+            return row["mean"]
+    return float("nan")
