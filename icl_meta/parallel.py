@@ -29,6 +29,8 @@ def shard_batch(tree: Any, mesh: Mesh | None) -> Any:
 
 
 def replicate(tree: Any, mesh: Mesh | None) -> Any:
+    """Every array on every device of the mesh; without a mesh, committed to the default device, as the outputs of
+    a jitted step and a restored checkpoint are (an uncommitted first state would compile the step a second time)."""
     if mesh is None:
-        return tree
+        return jax.device_put(tree, jax.devices()[0])
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))

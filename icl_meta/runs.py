@@ -128,11 +128,29 @@ def _differences(saved: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if saved == new else [prefix.rstrip(".")]
 
 
+# Settings added after runs were first written, with the value that means "off" (dotted paths into config.json):
+# a config.json without them equals one with them off, so older runs still resume and load.
+NEUTRAL_SETTINGS = {
+    "train.warmup_steps": 0,
+    "train.curriculum": None,
+    "learner.config.block": "paper",
+    "learner.config.positions": None,
+}
+
+
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A config without its step budget: a run may be resumed with more steps (batches are keyed by step)."""
-    train = config.get("train")
-    if isinstance(train, dict):
-        return {**config, "train": {k: v for k, v in train.items() if k != "steps"}}
+    """A config without its step budget (a run may be resumed with more steps: batches are keyed by step) and
+    without the settings of NEUTRAL_SETTINGS that hold their neutral value."""
+    config = json.loads(json.dumps(config))  # a deep copy, with tuples as lists (as in the file)
+    if isinstance(config.get("train"), dict):
+        config["train"].pop("steps", None)
+    for path, neutral in NEUTRAL_SETTINGS.items():
+        *parents, key = path.split(".")
+        node = config
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key in node and node[key] == neutral:
+            del node[key]
     return config
 
 

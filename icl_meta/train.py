@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from icl_meta import evaluate
 from icl_meta.checkpoint import Checkpointer
+from icl_meta.curriculum import Curriculum
 from icl_meta.episode import Episode, Learner
 from icl_meta.errors import TrainingError, require
 from icl_meta.parallel import replicate, shard_batch
@@ -45,6 +46,8 @@ class TrainConfig:
     eval_tasks: int = 2048
     seed: int = 0
     grad_clip: float | None = None  # the reference uses none
+    warmup_steps: int = 0  # the lr rises linearly from 0 over this many steps, then stays constant
+    curriculum: Curriculum | None = None  # task-family parameters (and context length) as functions of the step
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "n", "scan_steps", "eval_every", "eval_tasks"):
@@ -59,10 +62,25 @@ class TrainConfig:
                 1 <= self.positions_per_step <= span,
                 f"positions_per_step must be in [1, {span}] (the loss range), got {self.positions_per_step}",
             )
+        require(
+            isinstance(self.warmup_steps, int) and self.warmup_steps >= 0,
+            f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}",
+        )
+        if isinstance(self.curriculum, dict):  # read back from config.json
+            object.__setattr__(self, "curriculum", Curriculum.from_dict(self.curriculum))
+        require(
+            self.curriculum is None or isinstance(self.curriculum, Curriculum),
+            f"curriculum must be a Curriculum or None, got {self.curriculum!r}",
+        )
 
     @property
     def stop(self) -> int:
         return self.n if self.loss_stop is None else self.loss_stop
+
+    def step_settings(self) -> TrainConfig:
+        """This config with the fields a training step does not read (seed, budget, evaluation) set to fixed
+        values: runs that differ only in those share one compiled step."""
+        return dataclasses.replace(self, steps=1, scan_steps=1, eval_every=1, eval_tasks=1, seed=0)
 
 
 @struct.dataclass
@@ -74,7 +92,8 @@ class TrainState:
 
 
 def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    adam = optax.adam(cfg.lr)  # torch.optim.Adam defaults: betas (0.9, 0.999), eps 1e-8
+    lr = cfg.lr if cfg.warmup_steps == 0 else optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps)
+    adam = optax.adam(lr)  # torch.optim.Adam defaults: betas (0.9, 0.999), eps 1e-8
     return adam if cfg.grad_clip is None else optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adam)
 
 
@@ -88,13 +107,26 @@ def init_state(learner: Learner, family: TaskFamily, cfg: TrainConfig) -> TrainS
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer(cfg).init(params), jnp.zeros((), jnp.float32))
 
 
-def loss_fn(learner: Learner, family: TaskFamily, params: Any, x: jax.Array, y: jax.Array, positions: jax.Array):
-    """Cross-entropy (classification; the learner returns log-probabilities) or MSE at the given positions."""
+def loss_fn(
+    learner: Learner,
+    family: TaskFamily,
+    params: Any,
+    x: jax.Array,
+    y: jax.Array,
+    positions: jax.Array,
+    weights_P: jax.Array | None = None,
+):
+    """Cross-entropy (classification; the learner returns log-probabilities) or MSE at the given positions,
+    averaged over tasks and positions (weighted by `weights_P`, e.g. a curriculum's context mask)."""
     out = learner.predict(params, x, y, positions)
     target = jnp.take(y, positions, axis=1)
     if family.spec.is_regression:
-        return jnp.mean(jnp.square(out - target))
-    return -jnp.mean(jnp.take_along_axis(out, target[..., None], axis=-1))
+        loss_BP = jnp.square(out - target)
+    else:
+        loss_BP = -jnp.take_along_axis(out, target[..., None], axis=-1)[..., 0]
+    if weights_P is None:
+        return jnp.mean(loss_BP)
+    return jnp.mean(loss_BP @ weights_P) / jnp.maximum(jnp.sum(weights_P), 1.0)
 
 
 def step_positions(cfg: TrainConfig, key: jax.Array) -> jax.Array:
@@ -109,6 +141,7 @@ def step_positions(cfg: TrainConfig, key: jax.Array) -> jax.Array:
 )
 def train_steps(
     state: TrainState,
+    train_key: jax.Array,
     *,
     learner: Learner,
     family: TaskFamily,
@@ -116,16 +149,21 @@ def train_steps(
     num_steps: int,
     mesh: Mesh | None = None,
 ) -> tuple[TrainState, jax.Array]:
-    """`num_steps` training steps in one compiled call; returns the new state and the loss of each step."""
+    """`num_steps` training steps in one compiled call; returns the new state and the loss of each step.
+    Step s draws its tasks from fold_in(train_key, s); `cfg` is static (pass `cfg.step_settings()`)."""
     opt = optimizer(cfg)
-    train_key = stream_key(cfg.seed, TRAIN_STREAM)
 
     def one_step(state: TrainState, _: None) -> tuple[TrainState, jax.Array]:
         key = jax.random.fold_in(train_key, state.step)
-        episode = shard_batch(family.sample(jax.random.fold_in(key, 0), cfg.batch, cfg.n), mesh)
+        step_family, weights = family, None
+        if cfg.curriculum is not None:
+            step_family = cfg.curriculum.family_at(family, state.step)
+        episode = shard_batch(step_family.sample(jax.random.fold_in(key, 0), cfg.batch, cfg.n), mesh)
         positions = step_positions(cfg, jax.random.fold_in(key, 1))
+        if cfg.curriculum is not None:
+            weights = cfg.curriculum.context_mask(state.step, positions)
         loss, grads = jax.value_and_grad(functools.partial(loss_fn, learner, family))(
-            state.params, episode.x, episode.y, positions
+            state.params, episode.x, episode.y, positions, weights
         )
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -169,6 +207,8 @@ def train(
     """
     spec = family.spec
     metric = evaluate.metric_name(spec)
+    if cfg.curriculum is not None:
+        cfg.curriculum.check(family, cfg.n)
     state = replicate(init_state(learner, family, cfg), mesh)
     checkpointer = None
     history: list[dict[str, Any]] = []
@@ -192,12 +232,15 @@ def train(
             f"eval_{metric}": float(values[:, cfg.loss_start : cfg.stop].mean()),
             "wall_s": round(wall, 3),
         }
+        if cfg.curriculum is not None:  # the values the step just finished trained with
+            record.update({f"curriculum_{k}": v for k, v in cfg.curriculum.values(max(step - 1, 0)).items()})
         history.append(record)
         if run is not None:
             run.log_metrics(record)
         return record
 
     start_step = int(state.step)
+    train_key, step_cfg = stream_key(cfg.seed, TRAIN_STREAM), cfg.step_settings()
     end_step = cfg.steps if until is None else min(until, cfg.steps)
     wall_offset = history[-1]["wall_s"] if history else 0.0
     t0 = time.perf_counter()
@@ -208,7 +251,9 @@ def train(
     while step < end_step:
         boundary = min((step // cfg.eval_every + 1) * cfg.eval_every, end_step)
         num = min(cfg.scan_steps, boundary - step)
-        state, chunk_losses = train_steps(state, learner=learner, family=family, cfg=cfg, num_steps=num, mesh=mesh)
+        state, chunk_losses = train_steps(
+            state, train_key, learner=learner, family=family, cfg=step_cfg, num_steps=num, mesh=mesh
+        )
         chunk_losses = np.asarray(chunk_losses)
         if not np.isfinite(chunk_losses).all() or not params_finite(state.params):
             finite = np.isfinite(chunk_losses)

@@ -9,12 +9,18 @@ zeroed. Two context protocols compute all N predictions of a sequence in one cal
 - `causal` (fast): one pass over 2N tokens, the N context tokens followed by the N query tokens. A context token
   attends to the context tokens before it and itself; query i attends to context tokens 0..i-1 and itself.
   (A non-causal context would leak y_i into query i from layer 2 on.)
+- `interleaved` (Garg et al.): one causal pass over x_1, y~_1, x_2, y~_2, ... with the prediction read at the x
+  tokens. Both kinds of token are zero-padded to max(d, label width): x~ = [x, 0..], y~ = [y, 0..] (regression) or
+  [onehot_2C(y), 0..], so for regression the tokens are exactly Garg's (y in the first of d coordinates).
 
 Attention kinds: `linear`, the paper's softmax-kernel linear attention (q: softmax over features times e^-1/2;
 k: softmax over the sequence; no output projection for one head), and `softmax`, standard scaled dot-product.
 The `paper` preset is the reference "ICLer": width d+2C (no embedding, no positions, no layer norm), 8 layers of
 [attention + FF(4x, exact GELU)] with residuals, read-out Linear(width, 2C) without bias: 3,432 parameters for
-d=2, C=2, initialised as PyTorch's nn.Linear.
+d=2, C=2, initialised as PyTorch's nn.Linear. The `gpt2` preset is Garg et al.'s GPT-2 backbone (PAPER.md section 7.1):
+`block="gpt2"` (pre-LN blocks with a final LayerNorm, learned absolute positions, biases, tanh-GELU, GPT-2's N(0, 0.02)
+init with the residual projections scaled by 1/sqrt(2 depth)), softmax attention, the `interleaved` protocol,
+a Linear read-in to width 256 and a Linear read-out (PyTorch init): 9.5M parameters at 12 layers of width 256.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ from icl_meta.episode import LearnerParams, TaskSpec
 from icl_meta.errors import ConfigError, is_int, require
 
 ATTENTIONS = ("linear", "softmax")
-PROTOCOLS = ("causal", "prefix")
+PROTOCOLS = ("causal", "prefix", "interleaved")
+BLOCKS = ("paper", "gpt2")
+GPT2_STD = 0.02  # GPT-2's initializer_range
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +51,8 @@ class ModelConfig:
     heads: int = 1
     width: int | None = None  # None: the residual stream is the raw token (the paper); else a Linear read-in
     ff_mult: int = 4
+    block: str = "paper"  # "paper": residual [attention, FF] without norms; "gpt2": pre-LN GPT-2 blocks
+    positions: int | None = None  # learned absolute position embeddings (GPT-2's n_positions); None: none
 
     def __post_init__(self) -> None:
         require(
@@ -56,11 +66,20 @@ class ModelConfig:
             self.width is None or (is_int(self.width) and self.width >= 1),
             f"width must be None or an integer >= 1, got {self.width!r}",
         )
+        require(self.block in BLOCKS, f"block must be one of {', '.join(BLOCKS)}, got {self.block!r}")
+        require(
+            self.positions is None or (is_int(self.positions) and self.positions >= 1),
+            f"positions must be None or an integer >= 1, got {self.positions!r}",
+        )
 
 
 PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(attention="linear", protocol="prefix", depth=8, heads=1, width=None, ff_mult=4),
     "softmax": ModelConfig(attention="softmax", depth=4, heads=2, width=32, ff_mult=4),
+    # Garg et al.'s standard model: n_embd 256, n_layer 12, n_head 8, n_positions 2 x 101.
+    "gpt2": ModelConfig(
+        attention="softmax", protocol="interleaved", depth=12, heads=8, width=256, block="gpt2", positions=202
+    ),
 }
 
 
@@ -74,12 +93,17 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     return dataclasses.replace(PRESETS[name], **overrides)
 
 
-def token_width(spec: TaskSpec) -> int:
-    return spec.d + (1 if spec.is_regression else 2 * spec.num_classes)
-
-
-def output_width(spec: TaskSpec) -> int:
+def label_width(spec: TaskSpec) -> int:
     return 1 if spec.is_regression else 2 * spec.num_classes
+
+
+def token_width(spec: TaskSpec, protocol: str = "causal") -> int:
+    if protocol == "interleaved":
+        return max(spec.d, label_width(spec))
+    return spec.d + label_width(spec)
+
+
+output_width = label_width  # the read-out has one slot per label slot (the reference's 2C)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -103,17 +127,29 @@ def torch_linear(fan_in: int, fan_out: int, *, use_bias: bool = True, rngs: nnx.
     )
 
 
+def gpt2_linear(fan_in: int, fan_out: int, *, std: float = GPT2_STD, rngs: nnx.Rngs) -> nnx.Linear:
+    """GPT-2's Linear (Conv1D) init: kernel ~ N(0, std), bias 0."""
+    return nnx.Linear(
+        fan_in, fan_out, kernel_init=nnx.initializers.normal(std), bias_init=nnx.initializers.zeros, rngs=rngs
+    )
+
+
 class Attention(nnx.Module):
     """Masked multi-head attention over [..., L, W] with a boolean mask [..., L, L] (query i, key j), or
-    [..., 1, L] when every query sees the same keys."""
+    [..., 1, L] when every query sees the same keys.
 
-    def __init__(self, width: int, heads: int, kind: str, *, rngs: nnx.Rngs):
+    `residual_std` None: the paper's attention (PyTorch init, no biases, no output projection for one head);
+    else GPT-2's (biases, N(0, 0.02) init, an output projection initialised with N(0, residual_std))."""
+
+    def __init__(self, width: int, heads: int, kind: str, *, residual_std: float | None = None, rngs: nnx.Rngs):
         require(width % heads == 0, f"width {width} must be divisible by heads {heads}")
         self.heads, self.kind = heads, kind
-        self.q = torch_linear(width, width, use_bias=False, rngs=rngs)
-        self.k = torch_linear(width, width, use_bias=False, rngs=rngs)
-        self.v = torch_linear(width, width, use_bias=False, rngs=rngs)
-        self.out = torch_linear(width, width, rngs=rngs) if heads > 1 else None  # the reference has none for 1 head
+        if residual_std is None:
+            self.q, self.k, self.v = (torch_linear(width, width, use_bias=False, rngs=rngs) for _ in range(3))
+            self.out = torch_linear(width, width, rngs=rngs) if heads > 1 else None  # the reference: none for 1 head
+        else:
+            self.q, self.k, self.v = (gpt2_linear(width, width, rngs=rngs) for _ in range(3))
+            self.out = gpt2_linear(width, width, std=residual_std, rngs=rngs)
 
     def __call__(self, h_LW: jax.Array, mask_LL: jax.Array | str) -> jax.Array:
         q, k, v = (self._split_heads(f(h_LW)) for f in (self.q, self.k, self.v))  # [..., H, L, e]
@@ -189,46 +225,98 @@ def softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array 
 
 
 class FeedForward(nnx.Module):
-    def __init__(self, width: int, mult: int, *, rngs: nnx.Rngs):
-        self.up = torch_linear(width, mult * width, rngs=rngs)
-        self.down = torch_linear(mult * width, width, rngs=rngs)
+    """Linear(W, mult W) -> GELU -> Linear(mult W, W): the paper's (PyTorch init, exact GELU) or, with
+    `residual_std`, GPT-2's (N(0, 0.02) init, the down projection N(0, residual_std), tanh GELU)."""
+
+    def __init__(self, width: int, mult: int, *, residual_std: float | None = None, rngs: nnx.Rngs):
+        self.approximate = residual_std is not None
+        if residual_std is None:
+            self.up = torch_linear(width, mult * width, rngs=rngs)
+            self.down = torch_linear(mult * width, width, rngs=rngs)
+        else:
+            self.up = gpt2_linear(width, mult * width, rngs=rngs)
+            self.down = gpt2_linear(mult * width, width, std=residual_std, rngs=rngs)
 
     def __call__(self, h: jax.Array) -> jax.Array:
-        return self.down(jax.nn.gelu(self.up(h), approximate=False))
+        return self.down(jax.nn.gelu(self.up(h), approximate=self.approximate))
 
 
 class Network(nnx.Module):
-    """Residual stack [attention, feed-forward] x depth over tokens [..., L, T] -> outputs [..., L, O]."""
+    """Residual stack [attention, feed-forward] x depth over tokens [..., L, T] -> outputs [..., L, O].
+
+    block "paper": h += attention(h); h += FF(h). block "gpt2": h += attention(LN(h)); h += FF(LN(h)), then a final LN.
+    """
 
     def __init__(self, config: ModelConfig, spec: TaskSpec, *, rngs: nnx.Rngs):
-        t = token_width(spec)
+        t = token_width(spec, config.protocol)
         width = config.width or t
+        gpt2 = config.block == "gpt2"
+        residual_std = GPT2_STD / math.sqrt(2 * config.depth) if gpt2 else None
         self.read_in = torch_linear(t, width, rngs=rngs) if config.width else None
-        self.attention = nnx.List(
-            [Attention(width, config.heads, config.attention, rngs=rngs) for _ in range(config.depth)]
+        self.positions = (
+            nnx.Embed(config.positions, width, embedding_init=nnx.initializers.normal(GPT2_STD), rngs=rngs)
+            if config.positions
+            else None
         )
-        self.feed_forward = nnx.List([FeedForward(width, config.ff_mult, rngs=rngs) for _ in range(config.depth)])
-        self.read_out = torch_linear(width, output_width(spec), use_bias=False, rngs=rngs)
+        self.attention = nnx.List(
+            [
+                Attention(width, config.heads, config.attention, residual_std=residual_std, rngs=rngs)
+                for _ in range(config.depth)
+            ]
+        )
+        self.feed_forward = nnx.List(
+            [FeedForward(width, config.ff_mult, residual_std=residual_std, rngs=rngs) for _ in range(config.depth)]
+        )
+        if gpt2:
+            self.norms = nnx.List([nnx.LayerNorm(width, epsilon=1e-5, rngs=rngs) for _ in range(2 * config.depth + 1)])
+        else:
+            self.norms = None
+        self.read_out = torch_linear(width, output_width(spec), use_bias=gpt2, rngs=rngs)
 
     def __call__(self, tokens_LT: jax.Array, mask_LL: jax.Array | str) -> jax.Array:
         h = tokens_LT if self.read_in is None else self.read_in(tokens_LT)
-        for attention, feed_forward in zip(self.attention, self.feed_forward, strict=True):
-            h = h + attention(h, mask_LL)
-            h = h + feed_forward(h)
-        return self.read_out(h)
+        if self.positions is not None:
+            length = h.shape[-2]
+            if length > self.positions.num_embeddings:
+                raise ConfigError(
+                    f"{length} tokens exceed the model's {self.positions.num_embeddings} learned positions "
+                    "(raise the model's `positions`)"
+                )
+            h = h + self.positions.embedding[:length]
+        norm = (lambda i, t: t) if self.norms is None else (lambda i, t: self.norms[i](t))
+        for layer, (attention, feed_forward) in enumerate(zip(self.attention, self.feed_forward, strict=True)):
+            h = h + attention(norm(2 * layer, h), mask_LL)
+            h = h + feed_forward(norm(2 * layer + 1, h))
+        return self.read_out(norm(-1, h))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tokens and protocols
 
 
+def label_features(y_BN: jax.Array, spec: TaskSpec, dtype: Any = jnp.float32) -> jax.Array:
+    """[B, N, label_width]: the target itself (regression) or onehot(y) padded to 2C slots, as the reference."""
+    if spec.is_regression:
+        return y_BN[..., None].astype(dtype)
+    return jax.nn.one_hot(y_BN, label_width(spec), dtype=dtype)
+
+
 def make_tokens(x_BND: jax.Array, y_BN: jax.Array, spec: TaskSpec) -> tuple[jax.Array, jax.Array]:
     """Context tokens [x ; label] and query tokens [x ; 0], both [B, N, T]."""
-    if spec.is_regression:
-        label = y_BN[..., None].astype(x_BND.dtype)
-    else:
-        label = jax.nn.one_hot(y_BN, 2 * spec.num_classes, dtype=x_BND.dtype)  # padded to 2C, as the reference
+    label = label_features(y_BN, spec, x_BND.dtype)
     return jnp.concatenate([x_BND, label], -1), jnp.concatenate([x_BND, jnp.zeros_like(label)], -1)
+
+
+def interleaved_tokens(x_BND: jax.Array, y_BN: jax.Array, spec: TaskSpec) -> jax.Array:
+    """[B, 2N, T]: x~_1, y~_1, x~_2, y~_2, ..., each zero-padded to T = max(d, label width)."""
+    t = token_width(spec, "interleaved")
+    label = label_features(y_BN, spec, x_BND.dtype)
+
+    def pad(a: jax.Array) -> jax.Array:
+        return jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, t - a.shape[-1])])
+
+    b, n, _ = x_BND.shape
+    return jnp.stack([pad(x_BND), pad(label)], axis=2).reshape(b, 2 * n, t)
 
 
 def causal_mask(n: int) -> jax.Array:
@@ -246,6 +334,14 @@ def run_causal(net: Network, ctx_BNT: jax.Array, qry_BNT: jax.Array) -> jax.Arra
     n = ctx_BNT.shape[1]
     out = net(jnp.concatenate([ctx_BNT, qry_BNT], 1), CAUSAL_PAIRS)
     return out[:, n:]  # [B, N, O]
+
+
+def run_interleaved(net: Network, x_BND: jax.Array, y_BN: jax.Array, spec: TaskSpec) -> jax.Array:
+    """One causal pass over the interleaved sequence; the output at x~_i sees x_1, y_1, ..., x_i: [B, N, O]."""
+    tokens = interleaved_tokens(x_BND, y_BN, spec)
+    length = tokens.shape[1]
+    mask_LL = jnp.tril(jnp.ones((length, length), bool))
+    return net(tokens, mask_LL)[:, ::2]
 
 
 def run_prefix(net: Network, ctx_BNT: jax.Array, qry_BNT: jax.Array, positions_P: jax.Array) -> jax.Array:
@@ -296,12 +392,15 @@ class ICLTransformer:
         if x.shape[-1] != spec.d:
             raise ConfigError(f"input dim d={x.shape[-1]} does not match the model's d={spec.d}")
         net = self.network(params)
-        ctx, qry = make_tokens(x, y, spec)
         if self.config.protocol == "prefix":
             positions_P = jnp.arange(x.shape[1]) if positions is None else jnp.asarray(positions)
-            out = run_prefix(net, ctx, qry, positions_P)
+            out = run_prefix(net, *make_tokens(x, y, spec), positions_P)
         else:
-            out = run_causal(net, ctx, qry)
+            out = (
+                run_interleaved(net, x, y, spec)
+                if self.config.protocol == "interleaved"
+                else run_causal(net, *make_tokens(x, y, spec))
+            )
             if positions is not None:
                 out = jnp.take(out, jnp.asarray(positions), axis=1)
         if spec.is_regression:
