@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 SUMMARY_POSITIONS = (0, 1, 2, 5, 10, 20)
-FIGURES = {"fig2": ("experiments.fig2_single", "experiments.fig2_mixture")}  # figure -> its scripts, run in order
+FIGURES = {  # figure -> its scripts, run in order
+    "fig2": ("experiments.fig2_single", "experiments.fig2_mixture"),
+    "fig3": ("experiments.fig3_generalization",),
+    "fig4": ("experiments.fig4_curriculum",),
+}
 
 
 def parse_value(text: str) -> Any:
@@ -60,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learner", default="icl", help="learner name (default icl)")
     train.add_argument("--preset", default="paper", help="ICL model preset (default paper)")
     train.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="override a model/learner field")
-    train.add_argument("--protocol", choices=("causal", "prefix"), help="ICL context protocol (default causal)")
+    train.add_argument(
+        "--protocol", choices=("causal", "prefix", "interleaved"), help="ICL context protocol (default: the preset's)"
+    )
     train.add_argument("--attention", choices=("linear", "softmax"), help="ICL attention kind")
     for name, kind, default, text in (
         ("steps", int, 4000, "training steps"),
@@ -80,8 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("eval-tasks", int, 2048, "held-out tasks"),
         ("seed", int, 0, "seed of every random stream"),
         ("grad-clip", float, None, "global gradient-norm clip; default none (as the reference)"),
+        ("warmup-steps", int, 0, "linear learning-rate warm-up from 0"),
     ):
         train.add_argument(f"--{name}", type=kind, default=default, help=f"{text} (default {default})")
+    train.add_argument(
+        "--curriculum",
+        action="append",
+        metavar="NAME=START:END:INC:INTERVAL",
+        help="a meta-level curriculum on a task parameter or the context length n, e.g. active_dims=5:20:1:10000 "
+        "(Garg et al.'s); repeatable",
+    )
     train.add_argument("--out", required=True, type=Path, help="run directory")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--devices", type=int, default=None, help="shard the task batch over this many devices")
@@ -158,6 +172,23 @@ def _import(module: str) -> None:
         raise ConfigError(f"--import {module}: {err}") from None
 
 
+def parse_curriculum(items: list[str] | None) -> Any:
+    """`["active_dims=5:20:1:10000"]` -> Curriculum.of(active_dims=Stepwise(5, 20, 1, 10000)); None without items."""
+    from icl_meta.curriculum import Curriculum, Stepwise
+    from icl_meta.errors import ConfigError
+
+    if not items:
+        return None
+    schedules = {}
+    for name, text in parse_assignments(items, "--curriculum").items():
+        parts = str(text).split(":")
+        values = [parse_value(p) for p in parts]
+        if len(parts) != 4 or not all(isinstance(v, int | float) for v in values):
+            raise ConfigError(f"--curriculum {name}= expects START:END:INC:INTERVAL numbers, got {text!r}")
+        schedules[name] = Stepwise(*values)
+    return Curriculum.of(**schedules)
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     import tasks
     from icl_meta import learners
@@ -199,6 +230,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         eval_tasks=args.eval_tasks,
         seed=args.seed,
         grad_clip=args.grad_clip,
+        warmup_steps=args.warmup_steps,
+        curriculum=parse_curriculum(args.curriculum),
     )
     config = {
         "experiment": "train",
