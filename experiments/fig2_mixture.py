@@ -67,6 +67,14 @@ def training_mixture(sim_nc: int, ave_anchors: str) -> TaskFamily:
     return tasks.get(MIXTURE, components=components)
 
 
+def mixture_jobs(
+    scale: Scale, names: Sequence[str], start: int, sim_nc: int, ave_anchors: str, seed: int
+) -> list[study.Job]:
+    """One run per learner trained on the mixture (Figure 3 reuses the same runs: same config, same directory)."""
+    training, budget = training_mixture(sim_nc, ave_anchors), scale.budgets[MIXTURE]
+    return [study.Job(MIXTURE, learners.build(n), training, train_config(scale, budget, n, start, seed)) for n in names]
+
+
 def test_families(test_set: str, training: TaskFamily) -> dict[str, TaskFamily]:
     if test_set == "canonical":
         return {**single_test_families(), MIXTURE: training}
@@ -99,11 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     training = training_mixture(args.sim_nc, args.ave_anchors)
     families = test_families(args.test_set, training)
     tests = study.test_sets(families, scale.test_tasks, scale.n, args.seed)
-    budget = scale.budgets[MIXTURE]
-    grid = [
-        study.Job(MIXTURE, learners.build(n), training, train_config(scale, budget, n, args.start, args.seed))
-        for n in names
-    ]
+    grid = mixture_jobs(scale, names, args.start, args.sim_nc, args.ave_anchors, args.seed)
     curves, runs = study.run_grid(grid, root, tests, families, progress=not args.no_progress)
     curves += study.reference_curves(tests, families)
     starts = {name: fam.reference_loss_start for name, fam in families.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,3 +95,100 @@ def _save(fig: Any, path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_sweep(
+    panels: Sequence[Panel],
+    path: Path,
+    x: str,
+    xlabel: str,
+    ylabel: str = "mean accuracy",
+    title: str = "",
+    ylim: tuple[float, float] | None = None,
+) -> Path:
+    """Side-by-side panels of a summary against a swept label (e.g. `sigma`): each (title, rows) panel draws one line
+    per learner through its rows' (row[x], row["mean"]) points; trained learners solid with markers, closed-form
+    references dashed. The legend (of the last panel) stands right of the panels."""
+    cols = min(len(panels), 4)
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), dpi=110, squeeze=False, sharey=True)
+    for ax, (panel_title, records) in zip(axes.flat, panels, strict=False):
+        for learner in dict.fromkeys(r["learner"] for r in records):  # first-seen order, so colours are stable
+            mine = sorted((r for r in records if r["learner"] == learner), key=lambda r: r[x])
+            reference = mine[0].get("kind") == "reference"
+            ax.plot(
+                [r[x] for r in mine],
+                [r["mean"] for r in mine],
+                ls="--" if reference else "-",
+                marker=None if reference else "o",
+                lw=1.1 if reference else 1.8,
+                label=learner + (" (closed form)" if reference else ""),
+            )
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel_title, fontsize=10)
+        ax.grid(alpha=0.3)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    if panels:  # one legend, right of the last panel: the panels share their learners, and no line is hidden
+        axes.flat[len(panels) - 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Regions:
+    """One decision-region panel: a class id per point of a G x G grid (row i = the i-th y, column j = the j-th x,
+    over `extent` = (x0, x1, y0, y1), the first and last grid coordinates). Ids >= num_classes are drawn in grey as
+    one "invalid" colour (the ICL model's padded label slots)."""
+
+    labels_GG: np.ndarray
+    extent: tuple[float, float, float, float]
+    num_classes: int
+    points_KD: np.ndarray | None = None  # examples drawn on top (the context), coloured by `point_labels_K`
+    point_labels_K: np.ndarray | None = None
+    boundary_GG: np.ndarray | None = None  # another labelling of the grid whose class boundaries are drawn as lines
+    title: str = ""
+
+
+def draw_regions(ax: Any, panel: Regions) -> None:
+    """A labelled grid as a light image, the boundary of `panel.boundary_GG` as black lines, the points on top."""
+    c = panel.num_classes
+    colors = [plt.get_cmap("tab10")(k % 10) for k in range(c)]
+    cmap = matplotlib.colors.ListedColormap([*colors, (0.6, 0.6, 0.6, 1.0)])
+    norm = matplotlib.colors.BoundaryNorm(np.arange(c + 2) - 0.5, c + 1)
+    labels_GG = np.minimum(np.asarray(panel.labels_GG), c)
+    g_y, g_x = labels_GG.shape
+    x0, x1, y0, y1 = panel.extent
+    dx, dy = (x1 - x0) / max(g_x - 1, 1), (y1 - y0) / max(g_y - 1, 1)  # the image's cells are centred on the grid
+    edges = (x0 - dx / 2, x1 + dx / 2, y0 - dy / 2, y1 + dy / 2)
+    ax.imshow(labels_GG, origin="lower", extent=edges, cmap=cmap, norm=norm, alpha=0.4, interpolation="nearest")
+    if panel.boundary_GG is not None:
+        xs, ys = np.linspace(x0, x1, g_x), np.linspace(y0, y1, g_y)
+        ax.contour(xs, ys, np.asarray(panel.boundary_GG), levels=np.arange(c - 1) + 0.5, colors="k", linewidths=1.0)
+    if panel.points_KD is not None:
+        points_KD = np.asarray(panel.points_KD)
+        point_colors = cmap(norm(np.minimum(np.asarray(panel.point_labels_K), c)))
+        ax.scatter(points_KD[:, 0], points_KD[:, 1], c=point_colors, s=22, edgecolors="k", linewidths=0.6, zorder=3)
+    ax.set_xlim(edges[0], edges[1])
+    ax.set_ylim(edges[2], edges[3])
+    ax.set_aspect("equal")
+    ax.set_title(panel.title, fontsize=9)
+
+
+def plot_regions(panels: Sequence[Sequence[Regions]], path: Path, title: str = "") -> Path:
+    """A grid of decision-region panels, one row per inner sequence (see `draw_regions`)."""
+    rows, cols = len(panels), max(len(row) for row in panels)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.6 * rows), dpi=110, squeeze=False)
+    for r, row in enumerate(panels):
+        for c in range(cols):
+            if c < len(row):
+                draw_regions(axes[r, c], row[c])
+            else:
+                axes[r, c].set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

@@ -1,0 +1,385 @@
+"""Figure 3: generalisation of the mixture-trained learners, to shifted inputs and to an unseen task type, and the ICL
+model's decision regions (PAPER.md sections 2.4, 2.5 and 8.4, targets T7 and T8).
+
+    icl-meta reproduce fig3 --scale cpu                     # this script
+    python -m experiments.fig3_generalization --scale cpu   # the same; --learners icl,protonet for a subset
+
+The learners are Figure 2 (bottom)'s: ICL, MatchNet, ProtoNet, CNP and MAML trained on the canonical mixture
+(fig2_mixture.py's runs, loaded from `--out`, default runs/fig2/SCALE; trained there first if missing).
+(a) distribution shift: each learner and each closed-form rule tested on prototype, pairwise (nc=4) and amortization
+tasks with the input scale sigma = 1..5 (trained at 1); the summary is the mean accuracy over all positions.
+(b) unseen task type: radius tasks, r ~ U(2, 4), whose best in-context algorithm (1-NN-like) is none of the three.
+(c) decision regions: ICL's predicted class on a grid around one 2-d task of each of the four families, given the
+task's first `--context` examples, against the task's true rule.
+Outputs in `--figures`: fig3_generalization_SCALE.json, fig3_shift_SCALE.png, fig3_radius_SCALE.png,
+fig3_regions_SCALE.png and fig3_regions_SCALE.npz (the region grids the PNG is drawn from).
+
+Expected runtime on a 2-core CPU: smoke ~1 min (it trains tiny mixture runs first); cpu ~5 min with Figure 2's runs
+in place (evaluation only: ICL and MAML each take 4-10 s per 2048-task test set, 16 sets; measured 8 min wall and
+5 min CPU while another job shared the machine); paper: a GPU job after fig2_mixture.py's.
+Expected result (cpu; measured with seed 0, mean accuracy over positions 0..49 at sigma 1 -> 5):
+(a) T7 holds for ICL: it falls monotonically with sigma on every family, prototype .926 -> .729, pairwise .912 ->
+.734, amortization .944 -> .615, while each family's own closed-form rule stays nearly flat (ncm on prototype
+.930 -> .894, a drop of .035, just over T7's .03 tolerance; matching on pairwise .921 at every sigma; averaging on
+amortization .918 -> .923). The trained meta-learners lose at most .06 (ProtoNet on prototype); some gain where a
+wider spread suits their rule (MatchNet, like the matching rule, on amortization: .730 -> .889). At sigma=5 ICL is
+the worst of the five on amortization and above only CNP (at chance off amortization) on the other two.
+(b) T8 holds: on radius tasks (mean over positions 2..49) ICL .491, MatchNet .500, ProtoNet .539, CNP .489, all near
+chance and far below 1-NN .810; ICL's curve falls with context (.54 at positions 2..9, .48 at 40..49) after a prior-
+based .66 at position 0. MAML, the fifth learner, reaches .643: fine-tuning an MLP on the context partly fits a disc.
+(c) With 20 context examples ICL's regions agree with the true rule on 98% (prototype), 98% (pairwise) and 97%
+(amortization) of the grid, but on 39% for radius, where it splits the plane by a curved line, not a disc.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import tasks
+from experiments import fig2_mixture
+from experiments.fig2_single import LEARNERS, common_parser, parse_learners
+from experiments.fig2_single import test_families as shift_families
+from icl_meta import learners, study
+from icl_meta.cli import guarded
+from icl_meta.episode import Episode, Learner
+from icl_meta.errors import require
+from icl_meta.plotting import Regions, plot_panels, plot_regions, plot_sweep
+from icl_meta.runs import results_document, write_json
+from icl_meta.train import TEST_STREAM, stream_key
+from tasks.amortization import amortization_labels
+from tasks.base import TaskFamily
+from tasks.pairwise import pairwise_labels
+from tasks.prototype import prototype_labels
+from tasks.radius import radius_labels
+
+SHIFT, RADIUS = "shift", "radius"  # the `part` label of the curves of (a) and (b)
+FAMILIES = ("prototype", "pairwise", "amortization")
+RADIUS_START = 2  # T8 quotes the radius accuracies over positions 2..N-1
+EXTENT_POINTS = 200  # draws of a region task whose bounding square the grid covers (the context is its first k)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Figure 3's test settings at one scale (the learners are fig2_mixture's runs at the same scale)."""
+
+    test_tasks: int  # per shifted test set
+    radius_tasks: int
+    n: int
+    sigmas: tuple[float, ...]
+    grid: int  # G: decision regions on a G x G grid
+    chunk: int = 4096  # grid sequences per compiled call
+
+
+SCALES: dict[str, Settings] = {
+    "smoke": Settings(test_tasks=64, radius_tasks=64, n=12, sigmas=(1.0, 3.0), grid=16),
+    "cpu": Settings(test_tasks=2048, radius_tasks=2048, n=50, sigmas=(1.0, 2.0, 3.0, 4.0, 5.0), grid=120),
+    "paper": Settings(test_tasks=2048, radius_tasks=10_240, n=50, sigmas=(1.0, 2.0, 3.0, 4.0, 5.0), grid=200),
+}
+
+
+def radius_family() -> TaskFamily:
+    return tasks.get("radius", r_min=2.0, r_max=4.0)
+
+
+def region_families() -> dict[str, TaskFamily]:
+    """The families of the decision-region panels: the shift test families at sigma=1, and radius."""
+    return {**shift_families(), RADIUS: radius_family()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (a) and (b): curves
+
+
+def shift_curves(
+    jobs: Sequence[study.Job], params: Sequence[Any], settings: Settings, seed: int
+) -> list[dict[str, Any]]:
+    """Every learner and closed-form rule on each shift family at each sigma. The same TEST key at every sigma, so
+    the shifted sets rescale the same noise draws (the sigma effect is not confounded with a new sample)."""
+    curves = []
+    for sigma in settings.sigmas:
+        families = {name: family.with_sigma(sigma) for name, family in shift_families().items()}
+        tests = study.test_sets(families, settings.test_tasks, settings.n, seed)
+        for job, p in zip(jobs, params, strict=True):
+            curves += study.evaluate_job(job, p, tests, families, sigma=sigma, part=SHIFT)
+        curves += study.reference_curves(tests, families, sigma=sigma, part=SHIFT)
+    return curves
+
+
+def radius_curves(
+    jobs: Sequence[study.Job], params: Sequence[Any], settings: Settings, seed: int
+) -> list[dict[str, Any]]:
+    families = {RADIUS: radius_family()}
+    tests = study.test_sets(families, settings.radius_tasks, settings.n, seed)
+    curves = []
+    for job, p in zip(jobs, params, strict=True):
+        curves += study.evaluate_job(job, p, tests, families, part=RADIUS)
+    return curves + study.reference_curves(tests, families, part=RADIUS)
+
+
+def summary_table(curves: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean accuracy of every curve: shift curves over all positions (T7), radius curves over 2..N-1 (T8); each row
+    keeps its curve's `part` and, for the shift rows, `sigma`."""
+    starts = {**dict.fromkeys(FAMILIES, 0), RADIUS: RADIUS_START}
+    rows = study.mean_table(curves, starts)
+    return [
+        {**row, "part": c["part"], **({"sigma": c["sigma"]} if "sigma" in c else {})}
+        for row, c in zip(rows, curves, strict=True)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (c): decision regions
+
+
+def rule_labels(family: TaskFamily, task: Mapping[str, Any], x_PD: jax.Array) -> jax.Array:
+    """The true class of points x [P, d] under ONE task's rule (`task`: its Episode params without the batch axis),
+    with the family's own label function and settings."""
+    c = family.num_classes
+    match family.name:
+        case "prototype":
+            return prototype_labels(x_PD, task["prototypes"])
+        case "pairwise":
+            return pairwise_labels(x_PD, task["class_vectors"], family.class_norm)
+        case "amortization":
+            return amortization_labels(x_PD, task["center"], c)
+        case "radius":
+            return radius_labels(x_PD, task["radius"], c)
+    raise ValueError(f"no decision-region rule for the family {family.name!r}")
+
+
+def region_grid(x_ND: np.ndarray, g: int, pad: float = 0.1) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """G x G points [G*G, 2], row-major with rows along y, over the square that bounds the points (padded by `pad` of
+    its side on each side); and its extent (x0, x1, y0, y1) = the first and last coordinates."""
+    x_ND = np.asarray(x_ND, np.float64)
+    require(x_ND.shape[-1] == 2, f"decision regions need 2-d inputs, got d={x_ND.shape[-1]}")
+    lo, hi = x_ND.min(0), x_ND.max(0)
+    centre, half = (lo + hi) / 2, (hi - lo).max() / 2 * (1 + 2 * pad)
+    xs, ys = np.linspace(centre[0] - half, centre[0] + half, g), np.linspace(centre[1] - half, centre[1] + half, g)
+    gx_GG, gy_GG = np.meshgrid(xs, ys)  # [i, j] = (xs[j], ys[i])
+    extent = (float(xs[0]), float(xs[-1]), float(ys[0]), float(ys[-1]))
+    return np.stack([gx_GG.ravel(), gy_GG.ravel()], -1).astype(np.float32), extent
+
+
+def region_sequences(context_KD: jax.Array, labels_K: jax.Array, grid_PD: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One sequence per grid point: the fixed context at positions 0..k-1, the grid point at k (its label a dummy 0,
+    never seen by a prequential learner). Returns x [P, k+1, d] and y [P, k+1]."""
+    p = grid_PD.shape[0]
+    context_PKD = jnp.broadcast_to(context_KD, (p, *context_KD.shape))
+    x_PSD = jnp.concatenate([context_PKD, grid_PD[:, None, :]], axis=1)
+    y_PS = jnp.concatenate([jnp.broadcast_to(labels_K, (p, labels_K.shape[0])), jnp.zeros((p, 1), labels_K.dtype)], 1)
+    return x_PSD, y_PS
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _query_classes(
+    learner: Learner, params: Any, context_KD: jax.Array, labels_K: jax.Array, grid_BD: jax.Array
+) -> jax.Array:
+    """argmax class at position k of each grid point's sequence, over all outputs (padded slots included), [B]."""
+    x_BSD, y_BS = region_sequences(context_KD, labels_K, grid_BD)
+    k = context_KD.shape[0]
+    return jnp.argmax(learner.predict(params, x_BSD, y_BS, positions=jnp.array([k]))[:, 0], axis=-1)
+
+
+def predict_regions(
+    learner: Learner,
+    params: Any,
+    context_KD: jax.Array,
+    labels_K: jax.Array,
+    grid_PD: np.ndarray,
+    num_classes: int,
+    chunk: int = 4096,
+) -> np.ndarray:
+    """The learner's class for every grid point given the fixed context, int [P]; an argmax into an output >= C (the
+    ICL model's padded label slots) is returned as C, "invalid"."""
+    p = grid_PD.shape[0]
+    chunk = min(chunk, p)
+    padded_PD = np.concatenate([grid_PD, np.zeros((-p % chunk, grid_PD.shape[1]), grid_PD.dtype)])  # one shape
+    context_KD, labels_K = jnp.asarray(context_KD, jnp.float32), jnp.asarray(labels_K, jnp.int32)
+    parts = [
+        np.asarray(_query_classes(learner, params, context_KD, labels_K, jnp.asarray(padded_PD[s : s + chunk])))
+        for s in range(0, p, chunk)
+    ]
+    return np.minimum(np.concatenate(parts)[:p], num_classes)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def sample_task(family: TaskFamily, key: jax.Array, n: int) -> Episode:
+    """One task of n examples as one compiled program per family (op by op, every op would compile anew)."""
+    return family.sample(key, 1, n)
+
+
+rule_labels_jit = jax.jit(rule_labels, static_argnums=0)
+
+
+def decision_regions(
+    learner: Learner, params: Any, families: Mapping[str, TaskFamily], k: int, g: int, seed: int, chunk: int = 4096
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """For one seeded task per family: the rule's and the learner's classes on a G x G grid given the task's first k
+    examples. Returns a compact record per family and the arrays (grids [G, G], context, extent) to draw them."""
+    records, arrays = [], {}
+    for j, (name, family) in enumerate(families.items()):
+        key = jax.random.fold_in(stream_key(seed, TEST_STREAM), 100 + j)
+        episode = sample_task(family, key, max(k, EXTENT_POINTS))
+        task = {p: v[0] for p, v in episode.params.items()}
+        grid_PD, extent = region_grid(np.asarray(episode.x[0]), g)
+        context_KD, labels_K = episode.x[0, :k], episode.y[0, :k]
+        true_P = np.asarray(rule_labels_jit(family, task, jnp.asarray(grid_PD)))
+        pred_P = predict_regions(learner, params, context_KD, labels_K, grid_PD, family.num_classes, chunk)
+        c = family.num_classes
+        records.append(
+            {
+                "family": name,
+                "learner": learner.name,
+                "context": k,
+                "grid": g,
+                "agreement": round(float(np.mean(pred_P == true_P)), 4),
+                "invalid": round(float(np.mean(pred_P >= c)), 4),
+                "extent": [round(e, 4) for e in extent],
+            }
+        )
+        arrays |= {
+            f"{name}_true": true_P.reshape(g, g).astype(np.int8),
+            f"{name}_pred": pred_P.reshape(g, g).astype(np.int8),
+            f"{name}_context_x": np.asarray(context_KD),
+            f"{name}_context_y": np.asarray(labels_K),
+            f"{name}_extent": np.asarray(extent),
+        }
+    return records, arrays
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = common_parser(__doc__.splitlines()[0])
+    parser.add_argument("--context", type=int, default=20, help="context examples of the decision regions (20)")
+    args = parser.parse_args(argv)
+    require(args.context >= 1, f"--context must be an integer >= 1, got {args.context}")
+    settings, mixture_scale = SCALES[args.scale], fig2_mixture.SCALES[args.scale]
+    names = parse_learners(args.learners)
+    root = args.out or Path("runs") / "fig2" / args.scale
+    t0 = time.perf_counter()
+    # The canonical Figure 2 (bottom) runs: start 2, pairwise nc=1, amortization without anchors.
+    jobs = fig2_mixture.mixture_jobs(mixture_scale, names, 2, 1, "none", args.seed)
+    params, runs = [], []
+    for i, job in enumerate(jobs, 1):
+        print(f"[{i}/{len(jobs)}] {job.learner.name} trained on {job.train}: {job.cfg.steps} steps -> {root / job.key}")
+        p, info = study.train_job(job, root, progress=not args.no_progress)
+        params.append(p)
+        runs.append(info)
+    t_eval = time.perf_counter()
+    curves = shift_curves(jobs, params, settings, args.seed) + radius_curves(jobs, params, settings, args.seed)
+    print(f"(a), (b): {len(curves)} curves in {time.perf_counter() - t_eval:.0f} s")
+    regions, arrays = [], {}
+    if learners.ICL in names:
+        icl = names.index(learners.ICL)
+        regions, arrays = decision_regions(
+            jobs[icl].learner, params[icl], region_families(), args.context, settings.grid, args.seed, settings.chunk
+        )
+    else:
+        print("(c) skipped: the decision regions are the ICL model's, and icl is not among --learners")
+    config = {
+        "scale": args.scale,
+        "seed": args.seed,
+        "learners": list(names),
+        "context": args.context,
+        "test_families": {name: {"name": f.name, **f.hparams()} for name, f in region_families().items()},
+        "settings": dataclasses.asdict(settings),
+        "runs": {job.key: study.run_config("fig2_mixture", job.learner, job.family, job.cfg) for job in jobs},
+    }
+    doc = results_document("fig3_generalization", config, curves, args.seed)
+    doc.update(
+        summary=summary_table(curves), regions=regions, run_summaries=runs, wall_s=round(time.perf_counter() - t0, 1)
+    )
+    figures = Path(args.figures)
+    figures.mkdir(parents=True, exist_ok=True)
+    write_json(figures / f"fig3_generalization_{args.scale}.json", doc)
+    npz = figures / f"fig3_regions_{args.scale}.npz"
+    if arrays:
+        np.savez_compressed(npz, **arrays)
+    draw(doc, npz if arrays else None, figures, args.scale)
+    print_tables(doc["summary"], settings.sigmas, names)
+    print(f"\nwall time {doc['wall_s']:.0f} s; wrote {figures}/fig3_generalization_{args.scale}.json and PNGs")
+    return doc
+
+
+def summary_value(table: Sequence[dict[str, Any]], learner: str, test: str, sigma: float | None = None) -> float:
+    """A row's mean (shift rows at `sigma`, radius rows with sigma None); NaN when absent."""
+    for row in table:
+        if row["learner"] == learner and row["test"] == test and row.get("sigma") == sigma:
+            return row["mean"]
+    return float("nan")
+
+
+def print_tables(table: Sequence[dict[str, Any]], sigmas: Sequence[float], names: Sequence[str]) -> None:
+    refs = list(dict.fromkeys(r["learner"] for r in table if r["kind"] == "reference"))
+    lo, hi = sigmas[0], sigmas[-1]
+    print(
+        f"\n(a) mixture-trained learners under input shift: mean accuracy over all positions at sigma {lo:g} / {hi:g}"
+    )
+    print(f"{'':<12}" + "".join(f"{f'{fam} {lo:g}':>17}{f'{hi:g}':>7}{'drop':>7}" for fam in FAMILIES))
+    for name in [*names, *refs]:
+        cells = ""
+        for fam in FAMILIES:
+            a, b = summary_value(table, name, fam, lo), summary_value(table, name, fam, hi)
+            cells += f"{a:17.3f}{b:7.3f}{a - b:7.3f}"
+        print(f"{name:<12}{cells}")
+    print(f"\n(b) radius tasks r ~ U(2, 4): mean accuracy over positions {RADIUS_START}..N-1")
+    for name in [*names, *refs]:
+        value = summary_value(table, name, RADIUS)
+        print(f"{name:<12}{'-' if math.isnan(value) else f'{value:.3f}':>8}")
+
+
+def draw(doc: dict[str, Any], regions_npz: Path | None, figures: Path, scale: str) -> None:
+    """fig3_shift_SCALE.png, fig3_radius_SCALE.png and (with the region grids) fig3_regions_SCALE.png."""
+    table, curves = doc["summary"], doc["curves"]
+    order = {name: i for i, name in enumerate(LEARNERS)}  # trained learners first, in the usual order
+    shift = sorted((r for r in table if r["part"] == SHIFT), key=lambda r: order.get(r["learner"], len(order)))
+    panels = [(f"{fam}: mean over all positions", [r for r in shift if r["test"] == fam]) for fam in FAMILIES]
+    plot_sweep(
+        panels,
+        figures / f"fig3_shift_{scale}.png",
+        x="sigma",
+        xlabel="input scale sigma (trained at 1)",
+        title=f"Figure 3 (a): mixture-trained learners under distribution shift, scale {scale}",
+        ylim=(0.4, 1.0),
+    )
+    radius = [c for c in curves if c["part"] == RADIUS]
+    plot_panels(
+        [(f"mixture-trained learners on radius tasks r ~ U(2, 4)\n(unseen in training), scale {scale}", radius)],
+        figures / f"fig3_radius_{scale}.png",
+        ylim=(0.3, 1.0),
+    )
+    if regions_npz is None:
+        return
+    with np.load(regions_npz) as arrays:
+        top, bottom = [], []
+        for record in doc["regions"]:
+            fam = record["family"]
+            c = doc["config"]["test_families"][fam]["num_classes"]
+            extent = tuple(arrays[f"{fam}_extent"].tolist())
+            context = {"points_KD": arrays[f"{fam}_context_x"], "point_labels_K": arrays[f"{fam}_context_y"]}
+            true_GG = arrays[f"{fam}_true"]
+            top.append(Regions(true_GG, extent, c, **context, title=f"{fam}: true rule"))
+            title = f"{record['learner']}, {record['context']} examples: agrees on {record['agreement']:.0%}"
+            bottom.append(Regions(arrays[f"{fam}_pred"], extent, c, **context, boundary_GG=true_GG, title=title))
+    plot_regions(
+        [top, bottom],
+        figures / f"fig3_regions_{scale}.png",
+        title=f"Decision regions of the mixture-trained ICL model (line: the true boundary; grey: invalid), {scale}",
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(guarded(main))
