@@ -314,14 +314,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return doc
 
 
-def summary_value(table: Sequence[dict[str, Any]], learner: str, test: str, sigma: float | None = None) -> float:
-    """A row's mean (shift rows at `sigma`, radius rows with sigma None); NaN when absent."""
-    for row in table:
-        if row["learner"] == learner and row["test"] == test and row.get("sigma") == sigma:
-            return row["mean"]
-    return float("nan")
-
-
 def print_tables(table: Sequence[dict[str, Any]], sigmas: Sequence[float], names: Sequence[str]) -> None:
     refs = list(dict.fromkeys(r["learner"] for r in table if r["kind"] == "reference"))
     lo, hi = sigmas[0], sigmas[-1]
@@ -332,12 +324,12 @@ def print_tables(table: Sequence[dict[str, Any]], sigmas: Sequence[float], names
     for name in [*names, *refs]:
         cells = ""
         for fam in FAMILIES:
-            a, b = summary_value(table, name, fam, lo), summary_value(table, name, fam, hi)
+            a, b = study.table_value(table, name, fam, sigma=lo), study.table_value(table, name, fam, sigma=hi)
             cells += f"{a:17.3f}{b:7.3f}{a - b:7.3f}"
         print(f"{name:<12}{cells}")
     print(f"\n(b) radius tasks r ~ U(2, 4): mean accuracy over positions {RADIUS_START}..N-1")
     for name in [*names, *refs]:
-        value = summary_value(table, name, RADIUS)
+        value = study.table_value(table, name, RADIUS, sigma=None)
         print(f"{name:<12}{'-' if math.isnan(value) else f'{value:.3f}':>8}")
 
 

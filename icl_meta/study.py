@@ -143,10 +143,14 @@ def run_grid(
     return curves, runs
 
 
-def table_value(table: Iterable[dict[str, Any]], learner: str, test: str, train: str | None = None) -> float:
+def table_value(
+    table: Iterable[dict[str, Any]], learner: str, test: str, train: str | None = None, **labels: Any
+) -> float:
     """The mean of `learner` tested on `test` in a `mean_table`, trained on `train` if given (closed-form references,
-    whose train is None, match any); NaN when absent."""
+    whose train is None, match any) and with the given labels (e.g. sigma=3; a label given as None matches rows
+    without it); NaN when absent."""
     for row in table:
         if row["learner"] == learner and row["test"] == test and (train is None or row["train"] in (train, None)):
-            return row["mean"]
+            if all(row.get(k) == v for k, v in labels.items()):
+                return row["mean"]
     return float("nan")
