@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from icl_meta.episode import LearnerParams, TaskSpec
@@ -173,9 +175,8 @@ def linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array |
     out_i = sum_f q~_if sum_{j in V(i)} softmax_{j in V(i)}(k_jf) v_j.
 
     - mask [..., 1, L]: every query sees the same keys (a bidirectional pass): the reference's `q (k^T v)`.
-    - CAUSAL_PAIRS: the causal one-pass layout, in O(N) by a scan of online-softmax prefix states.
+    - CAUSAL_PAIRS: the causal one-pass layout (see `_linear_causal_pairs`).
     - mask [..., L, L]: any mask, with the softmax per (query, feature), [..., L, L, e] (slow; for tests).
-    One shift for the whole sequence would not do: its normaliser underflows once key logits spread by ~40.
     """
     e = q.shape[-1]
     q = jax.nn.softmax(q, axis=-1) * e**-0.5
@@ -196,8 +197,32 @@ def _combine(a: tuple, b: tuple) -> tuple:
     return m, w1 * z1 + w2 * z2, w1[..., None] * s1 + w2[..., None] * s2
 
 
+SAFE_SPREAD = 30.0  # the dense path's weights and their gradients (~exp(2 x spread)) stay far from float32 limits
+
+
 def _linear_causal_pairs(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """Context token a sees context 0..a; query i sees context 0..i-1 and itself. q is already normalised."""
+    """Context token a sees context 0..a; query i sees context 0..i-1 and itself. q is already normalised.
+
+    Fast path: one shift per sequence and feature and dense masked matmuls, exact while every key feature spreads
+    by less than SAFE_SPREAD over the sequence (beyond ~44, a normaliser's square underflows in the backward pass).
+    Otherwise (trained weights can produce logits hundreds apart) the whole batch takes the scan of per-prefix
+    online-softmax states, which is exact for any spread."""
+    spread = jnp.max(k, axis=-2) - jnp.min(k, axis=-2)
+    return jax.lax.cond(jnp.all(spread < SAFE_SPREAD), _causal_pairs_dense, _causal_pairs_scan, q, k, v)
+
+
+def _causal_pairs_dense(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """out_i = sum_j [j visible to i] (sum_f q_if e_jf / z_if) v_j with e = exp(k - max_seq k), z_i = sum_j e_j:
+    three [L, L]-sized matmuls per sequence (batch and positions are the large dimensions at width ~6)."""
+    mask_LL = causal_mask(q.shape[-2] // 2).astype(q.dtype)
+    e = jnp.exp(k - jax.lax.stop_gradient(jnp.max(k, axis=-2, keepdims=True)))  # softmax is shift-invariant
+    z = jnp.einsum("ij,...jf->...if", mask_LL, e)
+    weights_LL = (q / z) @ jnp.swapaxes(e, -1, -2)
+    return (weights_LL * mask_LL) @ v
+
+
+def _causal_pairs_scan(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """The same in O(N) memory by an associative scan of online-softmax prefix states; safe for any spread."""
     n = q.shape[-2] // 2
     axis = q.ndim - 2
 
@@ -344,17 +369,41 @@ def run_interleaved(net: Network, x_BND: jax.Array, y_BN: jax.Array, spec: TaskS
     return net(tokens, mask_LL)[:, ::2]
 
 
-def run_prefix(net: Network, ctx_BNT: jax.Array, qry_BNT: jax.Array, positions_P: jax.Array) -> jax.Array:
-    """One bidirectional pass per prefix length i in `positions`, batched as [B, P, N] with a key mask."""
-    n = ctx_BNT.shape[1]
-    t = jnp.arange(n)
+PREFIX_BUCKETS = 8  # more buckets: less padding, more (smaller) passes
+
+
+def run_prefix(
+    net: Network, ctx_BNT: jax.Array, qry_BNT: jax.Array, positions_P: jax.Array, buckets: int = PREFIX_BUCKETS
+) -> jax.Array:
+    """One bidirectional pass per prefix length i in `positions` (distinct), batched as [B, P, L] with a key mask.
+
+    The positions are sorted and split by rank into `buckets` groups, each padded only to the length it needs: the
+    k-th smallest of P distinct positions below N is at most N - P + k (exact when they are all of N - P..N-1), so
+    the token work is about (1 + 1/buckets) x the literal loop's instead of 2x for one [P, N] padding. Works for
+    traced positions (the bounds depend only on P and N)."""
+    n, p = ctx_BNT.shape[1], positions_P.shape[0]
+    order_P = jnp.argsort(positions_P)
+    sorted_P = positions_P[order_P]
+    bounds = np.linspace(0, p, min(buckets, p) + 1).round().astype(int)
+    outs = []
+    for r0, r1 in itertools.pairwise(bounds):
+        length = n - p + r1
+        outs.append(_prefix_pass(net, ctx_BNT[:, :length], qry_BNT[:, :length], sorted_P[r0:r1]))
+    out_BPO = jnp.concatenate(outs, axis=1)
+    return jnp.take(out_BPO, jnp.argsort(order_P), axis=1)  # back to the callers' order
+
+
+def _prefix_pass(net: Network, ctx_BLT: jax.Array, qry_BLT: jax.Array, positions_P: jax.Array) -> jax.Array:
+    """Prefix i as row i of a [B, P, L] batch: context tokens 0..i-1, the query token at i, zeros after (never keys)."""
+    length = ctx_BLT.shape[1]
+    t = jnp.arange(length)
     i = positions_P[:, None]  # [P, 1]
-    before, at = (t < i)[None, :, :, None], (t == i)[None, :, :, None]  # [1, P, N, 1]
-    qry_BP1T = jnp.take(qry_BNT, positions_P, axis=1)[:, :, None]
-    tokens_BPNT = jnp.where(before, ctx_BNT[:, None], jnp.where(at, qry_BP1T, 0.0))
-    mask_P1N = (t <= i)[:, None, :]  # one row: every token of prefix i sees the keys 0..i (bidirectional)
-    out_BPNO = net(tokens_BPNT, mask_P1N)
-    return jnp.take_along_axis(out_BPNO, positions_P[None, :, None, None], axis=2)[:, :, 0]  # [B, P, O]
+    before, at = (t < i)[None, :, :, None], (t == i)[None, :, :, None]  # [1, P, L, 1]
+    qry_BP1T = jnp.take(qry_BLT, positions_P, axis=1)[:, :, None]
+    tokens_BPLT = jnp.where(before, ctx_BLT[:, None], jnp.where(at, qry_BP1T, 0.0))
+    mask_P1L = (t <= i)[:, None, :]  # one row: every token of prefix i sees the keys 0..i (bidirectional)
+    out_BPLO = net(tokens_BPLT, mask_P1L)
+    return jnp.take_along_axis(out_BPLO, positions_P[None, :, None, None], axis=2)[:, :, 0]  # [B, P, O]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from icl_meta.transformer import (
     linear_attention,
     make_tokens,
     preset,
+    run_prefix,
 )
 
 SPEC = TaskSpec(d=2, num_classes=2)
@@ -117,10 +118,23 @@ def test_positions_subset_equals_full_output(batch, protocol):
     x, y = batch
     learner = ICLTransformer(preset("paper", protocol=protocol, depth=2))
     params = learner.init(jax.random.key(0), SPEC)
-    positions = jnp.array([0, 3, 8])
+    full = learner.predict(params, x, y)
+    for positions in (jnp.array([0, 3, 8]), jnp.array([8, 0, 3, 7, 6])):  # sorted or not: prefix buckets by rank
+        np.testing.assert_allclose(learner.predict(params, x, y, positions), full[:, positions], atol=1e-6)
+
+
+@pytest.mark.parametrize("buckets", [1, 3, 9])
+def test_prefix_buckets_do_not_change_predictions(batch, buckets):
+    x, y = batch
+    learner = ICLTransformer(preset("paper", depth=2))
+    params = learner.init(jax.random.key(0), SPEC)
+    ctx, qry = make_tokens(x, y, SPEC)
+    net, positions = learner.network(params), jnp.array([1, 2, 4, 5, 8])
     np.testing.assert_allclose(
-        learner.predict(params, x, y, positions), learner.predict(params, x, y)[:, positions], atol=1e-6
+        run_prefix(net, ctx, qry, positions, buckets), run_prefix(net, ctx, qry, positions, 1), atol=1e-6
     )
+    one_pass = run_prefix(net, ctx, qry, jnp.arange(9), buckets)  # every prefix: buckets of ranks are exact
+    np.testing.assert_allclose(one_pass[:, positions], run_prefix(net, ctx, qry, positions, buckets), atol=1e-6)
 
 
 def test_causal_scan_matches_explicit_mask_and_stays_finite_for_large_logits():
@@ -130,7 +144,7 @@ def test_causal_scan_matches_explicit_mask_and_stays_finite_for_large_logits():
     v = jax.random.normal(kv, (2, 2 * n, 4))
     fast_fn = jax.jit(lambda k_: linear_attention(q, k_, v, "causal_pairs"))
     grad_fn = jax.jit(jax.grad(lambda k_: fast_fn(k_).sum()))
-    for scale in (1.0, 300.0):  # logits spread by hundreds: one global shift would underflow
+    for scale in (1.0, 6.0, 300.0):  # spreads ~4, ~26: one shift per sequence (dense); ~1300: the scan
         k = scale * jax.random.normal(kk, (2, 2 * n, 4))
         fast = fast_fn(k)
         explicit = linear_attention(q, k, v, causal_mask(n))
