@@ -1,117 +1,369 @@
-"""Training throughput of the context protocols, side by side in one process.
+"""Training throughput: the reference's literal per-prefix loop vs the `prefix` and `causal` protocols, side by side.
 
-    python experiments/throughput.py            # paper preset, prototype tasks, d=2, C=2, N=50, batch 64
-    python experiments/throughput.py --quick    # fewer timed steps
+    icl-meta bench                                # both presets, K in 1 10 100, then 1 -> 2 -> 4 devices (~15 min CPU)
+    python experiments/throughput.py --quick      # K in 1 10, shorter timings (~6 min on a 2-core CPU)
+    python experiments/throughput.py --scale paper --presets gpt2   # the full GPT-2 preset (a GPU job)
 
-Expected runtime: ~5 min on a 2-core CPU (the literal loop's 2.5-minute compilation dominates).
-Expected result (2-core CPU): `causal` ~5x the literal per-prefix loop's task-positions/s; the padded `prefix`
-pass ~0.5x (it pads every prefix to N tokens: about twice the loop's token work) but compiles 10x faster;
-`prefix` with 8 sampled positions per step ~3x the loop's steps/s.
+Every row times the real training step (`train.train_steps`: tasks sampled inside the compiled step, forward,
+backward, Adam) with K steps fused by `lax.scan`, after compilation, blocking on each call as the trainer does:
 
-Rows: `loop`, the reference's algorithm (one bidirectional pass over x[:, :i+1] per prefix length i, summed into
-one loss, here all inside one jitted step); `prefix` (the padded all-prefixes pass, all positions or a random
-subset); `causal` (one pass). Every row samples its tasks inside the compiled step and fuses K steps with
-lax.scan. Task-positions/s counts the positions trained per second (batch x positions in the loss).
+- `loop`: the reference's algorithm, one bidirectional pass of the same model over [context 0..i-1, query i] for
+  every prefix length i in the loss, summed into one loss (here unrolled inside one compiled step; the reference
+  runs the passes from Python and reaches ~0.6 steps/s, ~3,600 task-positions/s at batch 128 on a 2-core CPU);
+- `prefix`: the paper-faithful protocol as one batched call with prefix lengths bucketed by rank;
+- `causal`: one pass over [context ; queries] (the fast protocol);
+- `interleaved` (GPT-2 preset only): Garg et al.'s one causal pass over x_1, y_1, x_2, ...
+
+Presets. `paper`: the reference ICLer (linear attention, 3,432 parameters) on prototype tasks, d=2, C=2, N=50,
+batch 128, loss over positions 2..49. `gpt2`: the GPT-2-style learner on linear regression, at `--scale cpu` the
+Figure 4 size (width 64, 4 layers, 4 heads; d=5, N=11, batch 64), at `--scale paper` the full preset (256 wide,
+12 layers, 8 heads; d=20, N=41, batch 64). Fields per row: steps_per_s, task_positions_per_s (batch x positions
+in the loss x steps/s), compile_s, flops_per_step (XLA's cost analysis of one compiled step), peak_fraction
+(achieved FLOP/s over a float32 matmul peak measured here with a 2048^3 matmul; 4096^3 on a GPU), speedup_vs_loop.
+Device scaling: the `causal` and `prefix` rows of the paper preset at K=10 with the task batch sharded over 1, 2, 4
+devices (on CPU virtual devices, in a child process started with XLA_FLAGS=--xla_force_host_platform_device_count).
+Results: a table on stdout and `figures/throughput.json` (`figures/throughput_gpu.json` on a GPU), with the machine,
+device and versions.
+
+Expected result (2-core CPU, measured): see README "Throughput"; the figures are filled in from the last run.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
+from tqdm.auto import tqdm
 
 import tasks
+from icl_meta.episode import LearnerParams, TaskSpec
+from icl_meta.errors import ConfigError, require
+from icl_meta.parallel import data_mesh, init_distributed, replicate
 from icl_meta.runs import provenance, write_json
-from icl_meta.train import TrainConfig, init_state, step_positions, stream_key, train_steps
-from icl_meta.transformer import ICLTransformer, make_tokens, preset
+from icl_meta.train import TRAIN_STREAM, TrainConfig, init_state, stream_key, train_steps
+from icl_meta.transformer import ICLTransformer, ModelConfig, make_tokens, preset
+from tasks.base import TaskFamily
 
 
-def literal_loop_steps(learner, family, cfg: TrainConfig, num_steps: int):
-    """The reference's per-prefix algorithm as one compiled call of `num_steps` steps."""
-    spec, opt = family.spec, optax.adam(cfg.lr)
-
-    def loss(params, x, y):
-        net = learner.network(params)
-        ctx, qry = make_tokens(x, y, spec)
-        total = 0.0
-        for i in range(cfg.loss_start, cfg.stop):  # the literal loop: one bidirectional pass per prefix length
-            tokens = jnp.concatenate([ctx[:, :i], qry[:, i : i + 1]], 1)
-            logp = jax.nn.log_softmax(net(tokens, jnp.ones((1, i + 1), bool))[:, -1])
-            total -= jnp.mean(jnp.take_along_axis(logp, y[:, i, None], axis=-1))
-        return total / (cfg.stop - cfg.loss_start)
-
-    def one_step(state, _):
-        key = jax.random.fold_in(stream_key(cfg.seed, 0), state.step)
-        ep = family.sample(jax.random.fold_in(key, 0), cfg.batch, cfg.n)
-        value, grads = jax.value_and_grad(loss)(state.params, ep.x, ep.y)
-        updates, opt_state = opt.update(grads, state.opt_state, state.params)
-        new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state)
-        return new, value
-
-    return jax.jit(lambda state: jax.lax.scan(one_step, state, None, length=num_steps))
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    family: str
+    family_args: dict[str, Any]
+    model: str
+    model_args: dict[str, Any]
+    batch: int
+    n: int
+    loss_start: int
+    protocols: tuple[str, ...]
 
 
-def measure(row: dict, compiled_call, state, repeats: int) -> dict:
+PRESETS = {
+    "smoke": {  # seconds: for the tests
+        "paper": Preset(
+            "prototype", {"d": 2, "num_classes": 2}, "paper", {"depth": 2}, 8, 8, 2, ("loop", "prefix", "causal")
+        ),
+        "gpt2": Preset(
+            "linear_regression",
+            {"d": 3},
+            "gpt2",
+            {"width": 16, "depth": 1, "heads": 2, "positions": 12},
+            8,
+            6,
+            0,
+            ("loop", "prefix", "causal", "interleaved"),
+        ),
+    },
+    "cpu": {
+        "paper": Preset("prototype", {"d": 2, "num_classes": 2}, "paper", {}, 128, 50, 2, ("loop", "prefix", "causal")),
+        "gpt2": Preset(
+            "linear_regression",
+            {"d": 5},
+            "gpt2",
+            {"width": 64, "depth": 4, "heads": 4, "positions": 22},
+            64,
+            11,
+            0,
+            ("loop", "prefix", "causal", "interleaved"),
+        ),
+    },
+    "paper": {
+        "paper": Preset("prototype", {"d": 2, "num_classes": 2}, "paper", {}, 128, 50, 2, ("loop", "prefix", "causal")),
+        "gpt2": Preset(
+            "linear_regression", {"d": 20}, "gpt2", {}, 64, 41, 0, ("loop", "prefix", "causal", "interleaved")
+        ),
+    },
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LiteralLoop:
+    """The reference's per-prefix algorithm behind the Learner protocol: for each prefix length i in `positions`
+    (static), one bidirectional pass over [context 0..i-1, query i], read at the query. Same model, parameters and
+    outputs as the `prefix` protocol; about N/2 times the token work of one pass."""
+
+    config: ModelConfig
+    positions: tuple[int, ...]
+    name = "loop"
+
+    @property
+    def model(self) -> ICLTransformer:
+        return ICLTransformer(dataclasses.replace(self.config, protocol="prefix"))
+
+    def init(self, key: jax.Array, spec: TaskSpec) -> LearnerParams:
+        return self.model.init(key, spec)
+
+    def predict(self, params: LearnerParams, x: jax.Array, y: jax.Array, positions: jax.Array | None = None):
+        require(positions is None or positions.shape == (len(self.positions),), "the loop's positions are static")
+        net = self.model.network(params)
+        ctx, qry = make_tokens(x, y, params.spec)
+        outs = [
+            net(jnp.concatenate([ctx[:, :i], qry[:, i : i + 1]], 1), jnp.ones((1, i + 1), bool))[:, -1]
+            for i in self.positions  # the literal loop: one pass per prefix length
+        ]
+        out = jnp.stack(outs, axis=1)
+        return out[..., 0] if params.spec.is_regression else jax.nn.log_softmax(out, axis=-1)
+
+
+def learner_for(p: Preset, protocol: str):
+    if protocol == "loop":
+        return LiteralLoop(preset(p.model, **p.model_args), tuple(range(p.loss_start, p.n)))
+    return ICLTransformer(preset(p.model, **p.model_args, protocol=protocol))
+
+
+def matmul_peak(size: int) -> float:
+    """FLOP/s of a float32 [size, size] @ [size, size] matmul, best of several timed calls."""
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    f = jax.jit(lambda m: m @ m)
+    f(a).block_until_ready()
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * size**3 / best
+
+
+def compile_steps(learner, family: TaskFamily, cfg: TrainConfig, k: int, mesh) -> tuple[Any, Any, float]:
+    state = replicate(init_state(learner, family, cfg), mesh)
+    key = stream_key(cfg.seed, TRAIN_STREAM)
     t = time.perf_counter()
-    state, losses = compiled_call(state)
-    jax.block_until_ready(losses)
-    compile_s = time.perf_counter() - t
-    t = time.perf_counter()
-    for _ in range(repeats):
-        state, losses = compiled_call(state)
-    jax.block_until_ready(losses)
-    seconds = (time.perf_counter() - t) / (repeats * row["scan_steps"])
-    return {**row, "compile_s": round(compile_s, 2), "steps_per_s": 1.0 / seconds}
+    compiled = train_steps.lower(
+        state, key, learner=learner, family=family, cfg=cfg.step_settings(), num_steps=k, mesh=mesh
+    ).compile()
+    return compiled, state, time.perf_counter() - t
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer timed steps")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--out", type=Path, default=Path("figures/throughput_protocols.json"))
-    args = parser.parse_args()
-    family = tasks.get("prototype")
-    k, repeats = (10, 2) if args.quick else (20, 5)
+def cost_flops(compiled) -> float:
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    return float(analysis.get("flops", float("nan")))
+
+
+def time_steps(compiled, state, key: jax.Array, k: int, min_time: float) -> float:
+    """Steps per second: one warm-up call, then calls (each blocked on, as the trainer does) for >= min_time s."""
+    state, losses = compiled(state, key)
+    jax.block_until_ready(losses)
+    calls, t = 0, time.perf_counter()
+    while calls < 2 or time.perf_counter() - t < min_time:
+        state, losses = compiled(state, key)
+        jax.block_until_ready(losses)
+        calls += 1
+    require(bool(jnp.isfinite(losses).all()), "non-finite loss while timing")
+    return calls * k / (time.perf_counter() - t)
+
+
+def measure(
+    name: str, p: Preset, protocol: str, k: int, peak: float, min_time: float, devices: int = 1, flops: float = 0.0
+) -> dict[str, Any]:
+    """One row; `flops` per step from an earlier K=1 compile, else from this one (K must be 1 then)."""
+    family = tasks.get(p.family, **p.family_args)
+    cfg = TrainConfig(batch=p.batch, n=p.n, loss_start=p.loss_start)
+    require(p.batch % devices == 0, f"batch {p.batch} must be divisible by the {devices} devices")
+    compiled, state, compile_s = compile_steps(learner_for(p, protocol), family, cfg, k, data_mesh(devices))
+    if not flops:
+        require(k == 1, "the FLOPs per step come from a compiled single step (XLA may count a scan's body once)")
+        flops = cost_flops(compiled)
+    steps_per_s = time_steps(compiled, state, stream_key(cfg.seed, TRAIN_STREAM), k, min_time)
+    return {
+        "preset": name,
+        "protocol": protocol,
+        "scan_steps": k,
+        "devices": devices,
+        "batch": p.batch,
+        "n": p.n,
+        "steps_per_s": round(steps_per_s, 3),
+        "task_positions_per_s": round(steps_per_s * p.batch * (p.n - p.loss_start)),
+        "compile_s": round(compile_s, 2),
+        "flops_per_step": flops,
+        "peak_fraction": round(flops * steps_per_s / peak, 5),
+    }
+
+
+def single_step_flops(p: Preset, protocol: str) -> float:
+    cfg = TrainConfig(batch=p.batch, n=p.n, loss_start=p.loss_start)
+    family = tasks.get(p.family, **p.family_args)
+    return cost_flops(compile_steps(learner_for(p, protocol), family, cfg, 1, None)[0])
+
+
+def protocol_rows(args: argparse.Namespace, peak: float) -> list[dict[str, Any]]:
+    jobs = [
+        (name, protocol, k)
+        for name in args.presets
+        for protocol in PRESETS[args.scale][name].protocols
+        if protocol in args.protocols
+        for k in sorted(args.scan_steps)
+    ]
+    rows: list[dict[str, Any]] = []
+    for name, protocol, k in tqdm(jobs, unit="row", dynamic_ncols=True, disable=args.no_progress):
+        p = PRESETS[args.scale][name]
+        same = [r for r in rows if r["preset"] == name and r["protocol"] == protocol]
+        flops = same[0]["flops_per_step"] if same else (0.0 if k == 1 else single_step_flops(p, protocol))
+        rows.append(measure(name, p, protocol, k, peak, args.min_time, flops=flops))
+        tqdm.write(format_row(rows[-1]))
+    add_speedups(rows)
+    return rows
+
+
+def add_speedups(rows: list[dict[str, Any]]) -> None:
+    """task-positions/s over the literal loop's at the same preset, K and device count (None without a loop row)."""
+    for row in rows:
+        base = [
+            r
+            for r in rows
+            if r["protocol"] == "loop" and all(r[f] == row[f] for f in ("preset", "scan_steps", "devices"))
+        ]
+        row["speedup_vs_loop"] = (
+            round(row["task_positions_per_s"] / base[0]["task_positions_per_s"], 2) if base else None
+        )
+
+
+def scaling_rows(args: argparse.Namespace, peak: float) -> list[dict[str, Any]]:
+    """The paper preset at K=10 on 1, 2, 4, ... devices, measured in one process."""
+    p = PRESETS[args.scale]["paper"]
     rows = []
-    for protocol, per_step in (("loop", None), ("prefix", None), ("prefix", 8), ("causal", None)):
-        learner = ICLTransformer(preset("paper", protocol="prefix" if protocol == "loop" else protocol))
-        cfg = TrainConfig(batch=args.batch, n=50, loss_start=2, positions_per_step=per_step, scan_steps=k, eval_every=k)
-        state = init_state(learner, family, cfg)
-        if protocol == "loop":
-            call = literal_loop_steps(learner, family, cfg, k)
-        else:
-            call = functools.partial(train_steps, learner=learner, family=family, cfg=cfg, num_steps=k)
-        positions = len(step_positions(cfg, jax.random.key(0)))
-        row = {"preset": "paper", "protocol": protocol, "positions_per_step": per_step, "scan_steps": k}
-        row = measure(row, call, state, repeats)
-        row["task_positions_per_s"] = row["steps_per_s"] * args.batch * positions
-        rows.append(row)
-        print(
-            f"{protocol:<7} positions/step {positions:>3}: {row['steps_per_s']:7.2f} steps/s, "
-            f"{row['task_positions_per_s']:9.0f} task-positions/s (compile {row['compile_s']:.1f} s)",
-            flush=True,
-        )
-    base = rows[0]["task_positions_per_s"]
+    for protocol in ("causal", "prefix"):
+        flops = single_step_flops(p, protocol)
+        for devices in args.devices:
+            rows.append(measure("paper", p, protocol, 10, peak, args.min_time, devices=devices, flops=flops))
+            print(format_row(rows[-1]), flush=True)
     for row in rows:
-        row["speedup_vs_loop"] = row["task_positions_per_s"] / base
-    print("\nprotocol  positions/step  steps/s  task-positions/s  x loop")
-    for row in rows:
-        per = row["positions_per_step"] or 48
-        print(
-            f"{row['protocol']:<9} {per:>14} {row['steps_per_s']:8.2f} {row['task_positions_per_s']:17.0f} "
-            f"{row['speedup_vs_loop']:7.1f}"
-        )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(
-        args.out,
-        {"experiment": "throughput_protocols", "batch": args.batch, "n": 50, "rows": rows, "provenance": provenance()},
+        one = next(r for r in rows if r["protocol"] == row["protocol"] and r["devices"] == args.devices[0])
+        row["scaling_vs_fewest_devices"] = round(row["steps_per_s"] / one["steps_per_s"], 2)
+    return rows
+
+
+def scaling_in_child(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run the scaling rows in a child process whose CPU exposes max(devices) virtual devices (the flag must be set
+    before JAX starts); on an accelerator, in this process over its real devices."""
+    if jax.default_backend() != "cpu" or os.environ.get("ICL_META_BENCH_CHILD"):
+        require(max(args.devices) <= jax.device_count(), f"only {jax.device_count()} devices for --devices")
+        return scaling_rows(args, matmul_peak(args.peak_size))
+    out = Path(args.out).with_suffix(".scaling.tmp.json")
+    env = dict(os.environ, ICL_META_BENCH_CHILD="1")
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={max(args.devices)}"
+    command = [sys.executable, "-m", "experiments.throughput", "--scaling-only", "--worker-out", str(out)]
+    command += ["--scale", args.scale, "--min-time", str(args.min_time), "--peak-size", str(args.peak_size)]
+    command += ["--devices", *map(str, args.devices)]
+    subprocess.run(command, env=env, check=True)
+    rows = json.loads(out.read_text())
+    out.unlink()
+    return rows
+
+
+def format_row(row: dict[str, Any]) -> str:
+    speedup = row.get("speedup_vs_loop")
+    return (
+        f"{row['preset']:<6} {row['protocol']:<12} K={row['scan_steps']:<4} dev={row['devices']} "
+        f"{row['steps_per_s']:9.2f} steps/s {row['task_positions_per_s']:>10,} task-pos/s "
+        f"compile {row['compile_s']:6.1f} s  {row['flops_per_step'] / 1e6:9.1f} MFLOP/step "
+        f"{100 * row['peak_fraction']:6.2f}% of peak" + (f"  x{speedup} loop" if speedup is not None else "")
     )
-    print(f"wrote {args.out}")
+
+
+def machine() -> dict[str, Any]:
+    device = jax.devices()[0]
+    return {
+        "backend": jax.default_backend(),
+        "device": getattr(device, "device_kind", str(device)),
+        "device_count": jax.device_count(),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=tuple(PRESETS), default="cpu", help="the GPT-2 preset's size (default cpu)")
+    parser.add_argument("--presets", nargs="+", choices=("paper", "gpt2"), default=["paper", "gpt2"])
+    parser.add_argument("--protocols", nargs="+", default=["loop", "prefix", "causal", "interleaved"])
+    parser.add_argument("--scan-steps", nargs="+", type=int, default=[1, 10, 100], help="K steps per compiled call")
+    parser.add_argument("--devices", nargs="+", type=int, default=[1, 2, 4], help="device counts of the scaling rows")
+    parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timed calls per row (default 3)")
+    parser.add_argument("--peak-size", type=int, default=None, help="matmul size of the peak (2048 CPU, 4096 GPU)")
+    parser.add_argument("--quick", action="store_true", help="K in 1 10 and 1 s per row")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the device-scaling rows")
+    parser.add_argument("--scaling-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--distributed", action="store_true", help="jax.distributed.initialize() first (multi-host)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="default figures/throughput.json (_gpu on a GPU)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.scan_steps, args.min_time = [1, 10], 1.0
+    for name, values in (("--scan-steps", args.scan_steps), ("--devices", args.devices)):
+        if min(values) < 1:
+            raise ConfigError(f"{name} must be integers >= 1, got {values}")
+    unknown = sorted(set(args.protocols) - {"loop", "prefix", "causal", "interleaved"})
+    if unknown:
+        raise ConfigError(f"unknown protocol(s) {', '.join(unknown)}; accepted: loop, prefix, causal, interleaved")
+    args.devices = sorted(set(args.devices))
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.distributed:
+        init_distributed()
+    gpu = jax.default_backend() == "gpu"
+    args.peak_size = args.peak_size or (4096 if gpu else 2048)
+    args.out = args.out or Path("figures/throughput_gpu.json" if gpu else "figures/throughput.json")
+    if args.scaling_only:
+        write_json(args.worker_out, scaling_rows(args, matmul_peak(args.peak_size)))
+        return
+    t0 = time.perf_counter()
+    peak = matmul_peak(args.peak_size)
+    print(f"{machine()['device']}: float32 matmul peak {peak / 1e9:.1f} GFLOP/s ({args.peak_size}^3)", flush=True)
+    rows = protocol_rows(args, peak)
+    scaling = [] if args.no_scaling else scaling_in_child(args)
+    print("\n" + "\n".join(format_row(r) for r in rows + scaling))
+    document = {
+        "experiment": "throughput",
+        "command": " ".join(["python experiments/throughput.py", *(argv if argv is not None else sys.argv[1:])]),
+        "scale": args.scale,
+        "presets": {name: dataclasses.asdict(PRESETS[args.scale][name]) for name in args.presets},
+        "peak_flops_per_s": peak,
+        "peak_matmul_size": args.peak_size,
+        "machine": machine(),
+        "rows": rows,
+        "scaling": scaling,
+        "runtime_s": round(time.perf_counter() - t0, 1),
+        "provenance": provenance(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.out, document)
+    print(f"wrote {args.out} ({document['runtime_s']:.0f} s)")
 
 
 if __name__ == "__main__":

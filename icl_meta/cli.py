@@ -20,6 +20,7 @@ FIGURES = {  # figure -> its scripts, run in order
     "fig2": ("experiments.fig2_single", "experiments.fig2_mixture"),
     "fig3": ("experiments.fig3_generalization",),
     "fig4": ("experiments.fig4_curriculum",),
+    "fig6": ("experiments.fig6_metameta",),
 }
 
 
@@ -99,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, type=Path, help="run directory")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--devices", type=int, default=None, help="shard the task batch over this many devices")
+    train.add_argument(
+        "--distributed", action="store_true", help="jax.distributed.initialize() first (one process per host)"
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("eval", help="evaluate a saved run on any task family with the same d and C")
@@ -121,14 +125,23 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, default=None, help="run directories (default runs/FIGURE/SCALE)")
     rep.add_argument("--figures", type=Path, default=Path("figures"), help="results and PNGs (default figures/)")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # Every option after `bench` goes to experiments/throughput.py (`icl-meta bench --help` lists them).
+    sub.add_parser(
+        "bench", help="training throughput of the context protocols (experiments/throughput.py)", add_help=False
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "devices", None) is not None and args.devices > 1:
         _force_host_devices(args.devices)  # must precede JAX's initialisation
-    commands = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "reproduce": cmd_reproduce}
+    commands = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "reproduce": cmd_reproduce, "bench": cmd_bench}
 
     def run() -> None:
         for module in args.imports or []:
@@ -207,9 +220,12 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     import tasks
     from icl_meta import learners
-    from icl_meta.parallel import data_mesh
+    from icl_meta.parallel import data_mesh, init_distributed
     from icl_meta.runs import RunDir
     from icl_meta.train import TrainConfig, train
+
+    if args.distributed:
+        init_distributed()
 
     family = tasks.get(args.task, **parse_assignments(args.task_arg, "--task-arg"))
     hparams = parse_assignments(args.model_arg, "--model-arg")
@@ -299,6 +315,12 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     for module in FIGURES[args.figure]:
         print(f"== {module} {' '.join(argv)}")
         importlib.import_module(module).main(argv)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from experiments import throughput
+
+    throughput.main(args.bench_args)
 
 
 def eval_family(trained_on, name: str | None, hparams: dict[str, Any]):

@@ -34,3 +34,10 @@ def replicate(tree: Any, mesh: Mesh | None) -> Any:
     if mesh is None:
         return jax.device_put(tree, jax.devices()[0])
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def init_distributed() -> None:
+    """Multi-host data parallelism: join the other processes (one per host, each running the same command; the
+    coordinator address, process count and id come from the cluster's environment, e.g. SLURM), after which
+    `jax.devices()` and so `data_mesh` span every host's devices. Call before any computation."""
+    jax.distributed.initialize()

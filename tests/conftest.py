@@ -1,11 +1,11 @@
-"""Shared test set-up, before JAX initialises: two virtual CPU devices (so data-parallel tests run on a laptop
+"""Shared test set-up, before JAX initialises: four virtual CPU devices (so data-parallel tests run on a laptop
 and in CI) and a persistent compilation cache (identical programs compile once)."""
 
 import os
 import tempfile
 
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
 
 import jax
 

@@ -10,16 +10,18 @@ from jax.sharding import PartitionSpec
 import tasks
 from icl_meta.checkpoint import Checkpointer
 from icl_meta.errors import TrainingError
-from icl_meta.parallel import BATCH_AXIS, shard_batch
+from icl_meta.parallel import BATCH_AXIS, data_mesh, replicate, shard_batch
 from icl_meta.runs import RunDir
 from icl_meta.train import (
     EVAL_STREAM,
     TRAIN_STREAM,
     TrainConfig,
     eval_episode,
+    init_state,
     params_finite,
     stream_key,
     train,
+    train_steps,
 )
 from icl_meta.transformer import ICLTransformer, preset
 
@@ -104,8 +106,6 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
 
 
 def test_sharded_step_matches_single_device():
-    from icl_meta.parallel import data_mesh
-
     if len(jax.devices()) < 2:
         pytest.skip("needs >= 2 devices (XLA_FLAGS=--xla_force_host_platform_device_count=2)")
     cfg = TrainConfig(**{**CFG.__dict__, "steps": 10})
@@ -118,3 +118,23 @@ def test_sharded_step_matches_single_device():
     x = jax.jit(lambda k: shard_batch(FAMILY.sample(k, 16, 12), mesh).x)(jax.random.key(0))
     assert x.sharding.spec == PartitionSpec(BATCH_AXIS)
     assert {s.data.shape for s in x.addressable_shards} == {(8, 12, 2)}
+
+
+@pytest.mark.parametrize("protocol", ["causal", "prefix"])
+def test_one_step_on_four_devices_matches_one_device(protocol):
+    if len(jax.devices()) < 4:
+        pytest.skip("needs >= 4 devices (XLA_FLAGS=--xla_force_host_platform_device_count=4)")
+    learner = ICLTransformer(preset("paper", depth=2, protocol=protocol))
+    key = stream_key(CFG.seed, TRAIN_STREAM)
+    results = []
+    for mesh in (None, data_mesh(4)):
+        state = replicate(init_state(learner, FAMILY, CFG), mesh)
+        state, losses = train_steps(
+            state, key, learner=learner, family=FAMILY, cfg=CFG.step_settings(), num_steps=1, mesh=mesh
+        )
+        results.append((np.asarray(losses), leaves(state)))
+    (loss_one, params_one), (loss_four, params_four) = results
+    np.testing.assert_allclose(loss_four, loss_one, rtol=1e-6)
+    assert any(not np.allclose(a, b, atol=0) for a, b in zip(params_one, leaves(init_state(learner, FAMILY, CFG))))
+    for a, b in zip(params_one, params_four, strict=True):
+        np.testing.assert_allclose(b, a, atol=1e-6)

@@ -1,0 +1,61 @@
+"""The throughput benchmark: its literal-loop baseline computes the same predictions as the protocols, and a smoke
+run writes every field of every row (the speeds themselves are measured by `icl-meta bench`, never asserted)."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import tasks
+from experiments import throughput
+from icl_meta.errors import ConfigError
+
+SMOKE = throughput.PRESETS["smoke"]
+
+
+@pytest.mark.parametrize("name", ["paper", "gpt2"])
+def test_literal_loop_equals_prefix_and_causal_protocols(name):
+    p = SMOKE[name]
+    family = tasks.get(p.family, **p.family_args)
+    ep = family.sample(jax.random.key(0), 4, p.n)
+    loop = throughput.learner_for(p, "loop")
+    params = loop.init(jax.random.key(1), family.spec)
+    literal = np.asarray(jax.jit(loop.predict)(params, ep.x, ep.y))
+    positions = np.asarray(loop.positions)
+    for protocol in ("prefix", "causal"):  # same parameter tree, so the same params
+        out = jax.jit(throughput.learner_for(p, protocol).predict)(params, ep.x, ep.y)
+        if protocol == "prefix":  # bidirectional passes: equal to the literal loop
+            np.testing.assert_allclose(np.asarray(out)[:, positions], literal, atol=2e-5)
+        else:  # causal attention inside the context: another function, same shapes
+            assert out[:, positions].shape == literal.shape
+
+
+def test_smoke_benchmark_writes_every_row_and_field(tmp_path):
+    out = tmp_path / "throughput.json"
+    args = ["--scale", "smoke", "--presets", "paper", "--scan-steps", "1", "--min-time", "0", "--devices", "1", "2"]
+    throughput.main([*args, "--peak-size", "512", "--no-progress", "--out", str(out)])
+    doc = json.loads(out.read_text())
+    rows = doc["rows"]
+    expected = {("paper", protocol, 1) for protocol in ("loop", "prefix", "causal")}
+    assert {(r["preset"], r["protocol"], r["scan_steps"]) for r in rows} == expected
+    fields = {"preset", "protocol", "scan_steps", "steps_per_s", "task_positions_per_s", "compile_s"}
+    for row in rows:
+        assert fields | {"flops_per_step", "peak_fraction", "speedup_vs_loop"} <= set(row)
+        assert row["steps_per_s"] > 0 and row["flops_per_step"] > 0 and 0 < row["peak_fraction"] < 1
+        p = SMOKE[row["preset"]]
+        assert row["task_positions_per_s"] == round(row["steps_per_s"] * p.batch * (p.n - p.loss_start))
+    assert all(r["speedup_vs_loop"] == 1.0 for r in rows if r["protocol"] == "loop")
+    # The loop is the most work per step: every one-pass protocol does fewer FLOPs.
+    flops = {r["protocol"]: r["flops_per_step"] for r in rows}
+    assert flops["causal"] < flops["loop"]
+    scaling = doc["scaling"]  # measured in a child process with 2 virtual CPU devices
+    assert {(r["protocol"], r["devices"]) for r in scaling} == {(p, d) for p in ("causal", "prefix") for d in (1, 2)}
+    assert doc["machine"]["backend"] == "cpu" and doc["peak_flops_per_s"] > 0
+
+
+def test_bad_benchmark_options():
+    with pytest.raises(ConfigError, match="scan-steps"):
+        throughput.main(["--scan-steps", "0"])
+    with pytest.raises(ConfigError, match="protocol"):
+        throughput.main(["--protocols", "sideways"])
