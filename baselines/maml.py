@@ -9,7 +9,8 @@ over the context, then applied to x_i:
 The empty context leaves theta unchanged. Adaptation is vmapped over positions and tasks, so one `predict` call
 gives the whole curve, and differentiating `predict` gives the second-order meta-gradient (first-order: the inner
 gradients are constants). `adapt` is the inner-loop core, written for any loss and parameter pytree, so that
-meta-level meta-learning (M2-ICL) reuses it for the ICL transformer.
+meta-level meta-learning (M2-ICL, `icl_meta.metameta`) reuses it for the ICL transformer, both as its inner loop and,
+with one minibatch per step, as the fine-tuning of the adaptation evaluation.
 """
 
 from __future__ import annotations
@@ -39,21 +40,27 @@ def adapt(
     steps: int,
     lr: float,
     first_order: bool = False,
+    per_step: bool = False,
 ) -> tuple[Any, Array]:
     """`steps` SGD steps `params <- params - lr * grad loss(params, batch)` under lax.scan.
 
+    With `per_step`, every leaf of `batch` has a leading [steps] axis and step k uses `batch[k]` (minibatch SGD;
+    the batches are the scan's xs); otherwise every step uses the whole `batch` (full-batch SGD, MAML's inner loop).
     The result is differentiable in `params` through every step (second-order MAML); with `first_order` each inner
     gradient is a constant (first-order MAML: d adapted / d params = identity). Returns the adapted parameters and
     the loss before each step, [steps].
     """
+    if per_step:
+        sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree_util.tree_leaves(batch)}
+        require(sizes == {steps}, f"adapt: per_step batches need a leading axis of steps={steps}, got {sizes}")
 
-    def sgd_step(p: Any, _: None) -> tuple[Any, Array]:
-        value, grads = jax.value_and_grad(loss)(p, batch)
+    def sgd_step(p: Any, step_batch: Any) -> tuple[Any, Array]:
+        value, grads = jax.value_and_grad(loss)(p, step_batch if per_step else batch)
         if first_order:
             grads = jax.lax.stop_gradient(grads)
         return jax.tree.map(lambda w, g: w - lr * g, p, grads), value
 
-    return jax.lax.scan(sgd_step, params, None, length=steps)
+    return jax.lax.scan(sgd_step, params, batch if per_step else None, length=steps)
 
 
 def context_cross_entropy(layers: Any, batch: tuple[Array, Array, Array]) -> Array:

@@ -3,6 +3,10 @@ applies an optax update; `lax.scan` fuses K steps per dispatch.
 
 Every batch is drawn from `fold_in(train_key, step)`, so a run, a resumed run and a test regenerate identical
 batches; the held-out evaluation set comes from a different key stream.
+
+What a step minimises is its `objective` (static): by default `Prequential`, the loss of a fresh batch at the step's
+positions; meta-level meta-learning (`icl_meta.metameta.MetaObjective`) plugs in MAML over domains instead and
+reuses everything else (Adam, scan, evaluation, checkpoints, resume, logging).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -136,8 +140,73 @@ def step_positions(cfg: TrainConfig, key: jax.Array) -> jax.Array:
     return jnp.sort(jax.random.choice(key, span, (cfg.positions_per_step,), replace=False))
 
 
+class Objective(Protocol):
+    """What one training step minimises: a hashable (static) object, so that it is part of the compiled step.
+
+    `loss` is differentiated in `params`; it draws every random quantity from `key` (= fold_in(train_key, step)).
+    `check` validates the objective against the family and config before training; `config` is what config.json
+    records (None: nothing, the default objective).
+    """
+
+    def check(self, family: TaskFamily, cfg: TrainConfig) -> None: ...
+
+    def loss(
+        self,
+        params: Any,
+        key: jax.Array,
+        step: jax.Array,
+        *,
+        learner: Learner,
+        family: TaskFamily,
+        cfg: TrainConfig,
+        mesh: Mesh | None,
+    ) -> jax.Array: ...
+
+    def config(self) -> dict[str, Any] | None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Prequential:
+    """The default objective: `cfg.batch` fresh tasks (at the curriculum's values), `loss_fn` at the step's positions
+    (all of [loss_start, stop), or a random subset), weighted by the curriculum's context mask."""
+
+    name: ClassVar[str] = "prequential"
+
+    def check(self, family: TaskFamily, cfg: TrainConfig) -> None:
+        if cfg.curriculum is not None:
+            cfg.curriculum.check(family, cfg.n)
+
+    def loss(
+        self,
+        params: Any,
+        key: jax.Array,
+        step: jax.Array,
+        *,
+        learner: Learner,
+        family: TaskFamily,
+        cfg: TrainConfig,
+        mesh: Mesh | None,
+    ) -> jax.Array:
+        step_family, weights = family, None
+        if cfg.curriculum is not None:
+            step_family = cfg.curriculum.family_at(family, step)
+        episode = shard_batch(step_family.sample(jax.random.fold_in(key, 0), cfg.batch, cfg.n), mesh)
+        positions = step_positions(cfg, jax.random.fold_in(key, 1))
+        if cfg.curriculum is not None:
+            weights = cfg.curriculum.context_mask(step, positions)
+        return loss_fn(learner, family, params, episode.x, episode.y, positions, weights)
+
+    def config(self) -> None:
+        return None  # the default: config.json stays as it was before objectives existed
+
+
+PREQUENTIAL = Prequential()
+
+
 @functools.partial(
-    jax.jit, static_argnames=("learner", "family", "cfg", "num_steps", "mesh"), donate_argnames=("state",)
+    jax.jit,
+    static_argnames=("learner", "family", "cfg", "num_steps", "mesh", "objective"),
+    donate_argnames=("state",),
 )
 def train_steps(
     state: TrainState,
@@ -148,23 +217,16 @@ def train_steps(
     cfg: TrainConfig,
     num_steps: int,
     mesh: Mesh | None = None,
+    objective: Objective = PREQUENTIAL,
 ) -> tuple[TrainState, jax.Array]:
     """`num_steps` training steps in one compiled call; returns the new state and the loss of each step.
     Step s draws its tasks from fold_in(train_key, s); `cfg` is static (pass `cfg.step_settings()`)."""
     opt = optimizer(cfg)
+    objective_loss = functools.partial(objective.loss, learner=learner, family=family, cfg=cfg, mesh=mesh)
 
     def one_step(state: TrainState, _: None) -> tuple[TrainState, jax.Array]:
         key = jax.random.fold_in(train_key, state.step)
-        step_family, weights = family, None
-        if cfg.curriculum is not None:
-            step_family = cfg.curriculum.family_at(family, state.step)
-        episode = shard_batch(step_family.sample(jax.random.fold_in(key, 0), cfg.batch, cfg.n), mesh)
-        positions = step_positions(cfg, jax.random.fold_in(key, 1))
-        if cfg.curriculum is not None:
-            weights = cfg.curriculum.context_mask(state.step, positions)
-        loss, grads = jax.value_and_grad(functools.partial(loss_fn, learner, family))(
-            state.params, episode.x, episode.y, positions, weights
-        )
+        loss, grads = jax.value_and_grad(objective_loss)(state.params, key, state.step)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(state.step + 1, params, opt_state, state.loss_sum + loss), loss
@@ -199,21 +261,25 @@ def train(
     progress: bool = True,
     mesh: Mesh | None = None,
     until: int | None = None,
+    objective: Objective = PREQUENTIAL,
 ) -> TrainResult:
     """Train, evaluating every `cfg.eval_every` steps; with a run directory, log, checkpoint and resume.
 
     `until` stops early at that step (as an interruption would); `--resume` later continues to `cfg.steps`
-    and ends with the same parameters as an uninterrupted run.
+    and ends with the same parameters as an uninterrupted run. A non-default `objective` is recorded in
+    config.json (key "objective"), so a resume with another objective is refused.
     """
     spec = family.spec
     metric = evaluate.metric_name(spec)
-    if cfg.curriculum is not None:
-        cfg.curriculum.check(family, cfg.n)
+    objective.check(family, cfg)
     state = replicate(init_state(learner, family, cfg), mesh)
     checkpointer = None
     history: list[dict[str, Any]] = []
     if run is not None:
-        run.start(config or {}, resume=resume)
+        config = dict(config or {})
+        if objective.config() is not None:
+            config["objective"] = objective.config()
+        run.start(config, resume=resume)
         checkpointer = Checkpointer(run.checkpoint_dir)
         if resume:
             if checkpointer.latest_step() is not None:
@@ -252,7 +318,14 @@ def train(
         boundary = min((step // cfg.eval_every + 1) * cfg.eval_every, end_step)
         num = min(cfg.scan_steps, boundary - step)
         state, chunk_losses = train_steps(
-            state, train_key, learner=learner, family=family, cfg=step_cfg, num_steps=num, mesh=mesh
+            state,
+            train_key,
+            learner=learner,
+            family=family,
+            cfg=step_cfg,
+            num_steps=num,
+            mesh=mesh,
+            objective=objective,
         )
         chunk_losses = np.asarray(chunk_losses)
         if not np.isfinite(chunk_losses).all() or not params_finite(state.params):

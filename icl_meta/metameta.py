@@ -1,0 +1,251 @@
+"""Meta-level meta-learning, M2-ICL (PAPER.md sections 2.8, 7.3 and 8.6): MAML over domains for the ICL learner.
+
+Each meta-step draws one domain, `support` and `query` tasks of it, adapts ALL the learner's weights by `inner_steps`
+full-batch SGD steps on the support tasks' loss (MSE over all positions: `train.loss_fn`), and returns the query tasks'
+loss under the adapted weights; the trainer differentiates it (through the inner steps: second-order MAML, or
+first-order) and applies its Adam step. So M2-ICL is `train.train(..., objective=MetaObjective(...))`: evaluation,
+checkpoints, resume and logging are the ordinary trainer's. The inner loop is `baselines.maml.adapt`.
+
+Adaptation evaluation (the reference's `ft`, PAPER §11 row 15): on each unseen test domain, plain SGD on all
+parameters with minibatches drawn from a pool of t tasks of that domain, then the per-position squared error on fresh
+query tasks of the same domain, with and without the adaptation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from baselines.maml import adapt
+from icl_meta import evaluate
+from icl_meta.episode import Episode, Learner
+from icl_meta.errors import is_int, require
+from icl_meta.parallel import replicate, shard_batch
+from icl_meta.train import (
+    PREQUENTIAL,
+    TRAIN_STREAM,
+    Objective,
+    TrainConfig,
+    init_state,
+    loss_fn,
+    step_positions,
+    stream_key,
+    train_steps,
+)
+from tasks.base import TaskFamily
+from tasks.domains import is_domain_family
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaObjective:
+    """The M2-ICL meta-objective (PAPER §7.3: support 64, query 64, 5 inner SGD steps at lr 0.01, second order).
+
+    Step keys: fold_in(key, 0) the domain, 1 the support tasks, 2 the query tasks, 3 the loss positions (the
+    trainer's `step_positions`: all of [loss_start, stop) unless positions_per_step). `cfg.batch` is not used. The
+    trainer's held-out metric stays the learner's unadapted error on `family.sample` (tasks of one training domain).
+    """
+
+    support: int = 64
+    query: int = 64
+    inner_steps: int = 5
+    inner_lr: float = 0.01
+    first_order: bool = False
+
+    name: ClassVar[str] = "m2icl"
+
+    def __post_init__(self) -> None:
+        for field in ("support", "query", "inner_steps"):
+            value = getattr(self, field)
+            require(is_int(value) and value >= 1, f"m2icl: {field} must be an integer >= 1, got {value!r}")
+        require(
+            isinstance(self.inner_lr, int | float) and math.isfinite(self.inner_lr) and self.inner_lr > 0,
+            f"m2icl: inner_lr must be a finite number > 0, got {self.inner_lr!r}",
+        )
+        require(
+            isinstance(self.first_order, bool), f"m2icl: first_order must be True or False, got {self.first_order!r}"
+        )
+
+    def check(self, family: TaskFamily, cfg: TrainConfig) -> None:
+        require(
+            is_domain_family(family),
+            f"m2icl: the task family must have domains (sample_domain, sample_tasks), e.g. domain_regression; "
+            f"got {family.name!r}",
+        )
+        require(cfg.curriculum is None, "m2icl: a curriculum is not supported with the meta-objective")
+
+    def loss(
+        self,
+        params: Any,
+        key: jax.Array,
+        step: jax.Array,
+        *,
+        learner: Learner,
+        family: TaskFamily,
+        cfg: TrainConfig,
+        mesh: Mesh | None,
+    ) -> jax.Array:
+        domain = family.sample_domain(jax.random.fold_in(key, 0))
+        support = shard_batch(family.sample_tasks(jax.random.fold_in(key, 1), domain, self.support, cfg.n), mesh)
+        query = shard_batch(family.sample_tasks(jax.random.fold_in(key, 2), domain, self.query, cfg.n), mesh)
+        positions = step_positions(cfg, jax.random.fold_in(key, 3))
+
+        def task_loss(p: Any, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
+            return loss_fn(learner, family, p, batch[0], batch[1], positions)
+
+        adapted, _ = adapt(
+            task_loss,
+            params,
+            (support.x, support.y),
+            steps=self.inner_steps,
+            lr=self.inner_lr,
+            first_order=self.first_order,
+        )
+        return task_loss(adapted, (query.x, query.y))
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Adaptation evaluation
+
+
+@functools.partial(jax.jit, static_argnames=("learner", "family", "steps", "lr", "batch"))
+def finetune(
+    learner: Learner,
+    family: TaskFamily,
+    params: Any,
+    pool: Episode,
+    *,
+    steps: int,
+    lr: float,
+    batch: int,
+    key: jax.Array,
+) -> Any:
+    """`steps` plain SGD steps on all parameters, each on min(batch, t) tasks drawn without replacement from the
+    pool of t tasks (independently per step; the whole pool every step when t <= batch), loss MSE over all
+    positions. Step k's minibatch comes from fold_in(key, k)."""
+    require(is_int(steps) and steps >= 1, f"finetune: steps must be an integer >= 1, got {steps!r}")
+    t, n = pool.x.shape[:2]
+    m = min(batch, t)
+    idx_SM = jax.vmap(lambda k: jax.random.choice(jax.random.fold_in(key, k), t, (m,), replace=False))(
+        jnp.arange(steps)
+    )
+    positions = jnp.arange(n)
+
+    def task_loss(p: Any, minibatch: tuple[jax.Array, jax.Array]) -> jax.Array:
+        return loss_fn(learner, family, p, minibatch[0], minibatch[1], positions)
+
+    adapted, _ = adapt(task_loss, params, (pool.x[idx_SM], pool.y[idx_SM]), steps=steps, lr=lr, per_step=True)
+    return adapted
+
+
+@functools.partial(
+    jax.jit, static_argnames=("learner", "family", "pool", "queries", "n", "steps", "lr", "batch", "domain_batch")
+)
+def _adaptation_errors(
+    learner: Learner,
+    family: TaskFamily,
+    params: Any,
+    keys_D: jax.Array,
+    *,
+    pool: int,
+    queries: int,
+    n: int,
+    steps: int,
+    lr: float,
+    batch: int,
+    domain_batch: int,
+) -> tuple[jax.Array, jax.Array]:
+    spec = family.spec
+
+    def one_domain(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        domain = family.sample_domain(jax.random.fold_in(key, 0))
+        pool_episode = family.sample_tasks(jax.random.fold_in(key, 1), domain, pool, n)
+        query = family.sample_tasks(jax.random.fold_in(key, 2), domain, queries, n)
+
+        def errors_N(p: Any) -> jax.Array:  # mean over the query tasks
+            return jnp.mean(evaluate.pointwise(spec, learner.predict(p, query.x, query.y), query.y), axis=0)
+
+        before_N = errors_N(params)
+        if steps == 0:
+            return before_N, before_N
+        adapted = finetune(
+            learner, family, params, pool_episode, steps=steps, lr=lr, batch=batch, key=jax.random.fold_in(key, 3)
+        )
+        return before_N, errors_N(adapted)
+
+    # vmap over chunks of domains: parallel where cheap, bounded memory for many domains or query tasks.
+    return jax.lax.map(one_domain, keys_D, batch_size=domain_batch)
+
+
+def evaluate_adaptation(
+    learner: Learner,
+    family: TaskFamily,
+    params: Any,
+    *,
+    domains: int,
+    pool: int,
+    queries: int,
+    n: int,
+    steps: int,
+    lr: float,
+    batch: int,
+    key: jax.Array,
+    domain_batch: int = 8,
+) -> dict[str, np.ndarray]:
+    """Squared error per domain and position, [D, N] (mean over the query tasks of each domain), on `domains` test
+    domains of `family` (pass `family.test_domains()`), before and after fine-tuning (`finetune`, `steps` steps) on
+    a pool of `pool` tasks of the domain: {"unadapted": [D, N], "adapted": [D, N]} (equal when steps = 0).
+
+    Domain i, its pool, its query tasks and its minibatches come from fold_in(key, i) alone, so every learner, pool
+    size and number of domains sees the same domains and query tasks."""
+    for field, value in (("domains", domains), ("pool", pool), ("queries", queries), ("n", n), ("batch", batch)):
+        require(is_int(value) and value >= 1, f"evaluate_adaptation: {field} must be an integer >= 1, got {value!r}")
+    require(is_int(steps) and steps >= 0, f"evaluate_adaptation: steps must be an integer >= 0, got {steps!r}")
+    require(is_domain_family(family), f"evaluate_adaptation: {family.name!r} has no domains")
+    keys_D = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(domains))
+    before_DN, after_DN = _adaptation_errors(
+        learner, family, params, keys_D, pool=pool, queries=queries, n=n, steps=steps, lr=lr, batch=batch,
+        domain_batch=min(domain_batch, domains),
+    )  # fmt: skip
+    return {"unadapted": np.asarray(before_DN, np.float64), "adapted": np.asarray(after_DN, np.float64)}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Step timing
+
+
+def time_step(
+    learner: Learner, family: TaskFamily, cfg: TrainConfig, objective: Objective = PREQUENTIAL, steps: int = 5
+) -> dict[str, float]:
+    """Seconds per training step under `objective`, after compilation: one call of `steps` fused steps compiles
+    and warms up, a second one is timed. Also the first call's seconds (compile + run, or only the run where this
+    process has compiled the same step before, e.g. in training)."""
+    state, train_key = replicate(init_state(learner, family, cfg), None), stream_key(cfg.seed, TRAIN_STREAM)
+    # Called as `train` calls it (state and key positional), so a step compiled by training is reused.
+    call = functools.partial(
+        train_steps,
+        learner=learner,
+        family=family,
+        cfg=cfg.step_settings(),
+        num_steps=steps,
+        mesh=None,
+        objective=objective,
+    )
+    t0 = time.perf_counter()
+    state, losses = call(state, train_key)
+    jax.block_until_ready(losses)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state, losses = call(state, train_key)
+    jax.block_until_ready(losses)
+    return {"step_s": (time.perf_counter() - t0) / steps, "first_call_s": first}
