@@ -1,7 +1,7 @@
 """Training throughput: the reference's literal per-prefix loop vs the `prefix` and `causal` protocols, side by side.
 
-    icl-meta bench                                # both presets, K in 1 10 100, then 1 -> 2 -> 4 devices (~15 min CPU)
-    python experiments/throughput.py --quick      # K in 1 10, shorter timings (~6 min on a 2-core CPU)
+    icl-meta bench                                # both presets, K in 1 10 100, then 1 -> 2 -> 4 devices (26 min CPU)
+    python experiments/throughput.py --quick      # K in 1 10, shorter timings (~12 min on a 2-core CPU)
     python experiments/throughput.py --scale paper --presets gpt2   # the full GPT-2 preset (a GPU job)
 
 Every row times the real training step (`train.train_steps`: tasks sampled inside the compiled step, forward,
@@ -25,7 +25,10 @@ devices (on CPU virtual devices, in a child process started with XLA_FLAGS=--xla
 Results: a table on stdout and `figures/throughput.json` (`figures/throughput_gpu.json` on a GPU), with the machine,
 device and versions.
 
-Expected result (2-core CPU, measured): see README "Throughput"; the figures are filled in from the last run.
+Expected result (2-core CPU, K=100, task-positions/s): paper preset loop 12,170, prefix 11,465 (0.94x), causal
+50,810 (4.2x; 5.0x at K=1); causal 1.6x faster on 4 virtual devices than on 1. GPT-2 preset loop 7,482, prefix 1.1x,
+causal 2.9x, interleaved 2.7x. The paper preset runs at 4-8% of the matmul peak (width 6: memory traffic and per-op
+overhead), the GPT-2 preset at 32-40%. README "Throughput" discusses the bounds.
 """
 
 from __future__ import annotations

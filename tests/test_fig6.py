@@ -70,6 +70,8 @@ def test_t10_checks():
     assert good["advantage_at_largest_t_below_5pct"] and good["c_m2icl_unadapted_worse_than_icl"]
     bad = fig6.t10_checks(by_t((4.5, 1.0, 1.9), (5.0, 2.0, 2.0)), 0)  # beats icl_adapted, not icl; grows at t=64
     assert not bad["a_m2icl_adapted_best_at_smallest_t"] and not bad["b_advantage_shrinks_with_t"]
+    worse = fig6.t10_checks(by_t((2.1, 2.2, 2.3), (2.0, 2.0, 2.0)), 0)  # a disadvantage that grows is no shrinking
+    assert not worse["a_m2icl_adapted_best_at_smallest_t"] and not worse["b_advantage_shrinks_with_t"]
 
 
 def test_rerun_reuses_runs_and_adaptation_results(fig):
