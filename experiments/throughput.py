@@ -205,7 +205,7 @@ def measure(
         "batch": p.batch,
         "n": p.n,
         "steps_per_s": round(steps_per_s, 3),
-        "task_positions_per_s": round(steps_per_s * p.batch * (p.n - p.loss_start)),
+        "task_positions_per_s": round(steps_per_s * p.batch * (p.n - p.loss_start)),  # from the unrounded steps/s
         "compile_s": round(compile_s, 2),
         "flops_per_step": flops,
         "peak_fraction": round(flops * steps_per_s / peak, 5),

@@ -380,11 +380,14 @@ def run_prefix(
     The positions are sorted and split by rank into `buckets` groups, each padded only to the length it needs: the
     k-th smallest of P distinct positions below N is at most N - P + k (exact when they are all of N - P..N-1), so
     the token work is about (1 + 1/buckets) x the literal loop's instead of 2x for one [P, N] padding. Works for
-    traced positions (the bounds depend only on P and N)."""
+    traced positions (the bounds depend only on P and N). When bucketing would save less than 20% (a few positions
+    out of many), one padded pass is used."""
     n, p = ctx_BNT.shape[1], positions_P.shape[0]
     order_P = jnp.argsort(positions_P)
     sorted_P = positions_P[order_P]
     bounds = np.linspace(0, p, min(buckets, p) + 1).round().astype(int)
+    if np.sum(np.diff(bounds) * (n - p + bounds[1:])) > 0.8 * p * n:  # e.g. a few random positions: all need ~N
+        bounds = np.array([0, p])  # one padded pass is then cheaper than several nearly as long
     outs = []
     for r0, r1 in itertools.pairwise(bounds):
         length = n - p + r1

@@ -33,24 +33,25 @@ def test_literal_loop_equals_prefix_and_causal_protocols(name):
 
 def test_smoke_benchmark_writes_every_row_and_field(tmp_path):
     out = tmp_path / "throughput.json"
-    args = ["--scale", "smoke", "--presets", "paper", "--scan-steps", "1", "--min-time", "0", "--devices", "1", "2"]
+    args = ["--scale", "smoke", "--presets", "paper", "--protocols", "loop", "causal", "--scan-steps", "1"]
+    args += ["--min-time", "0", "--devices", "2"]
     throughput.main([*args, "--peak-size", "512", "--no-progress", "--out", str(out)])
     doc = json.loads(out.read_text())
     rows = doc["rows"]
-    expected = {("paper", protocol, 1) for protocol in ("loop", "prefix", "causal")}
+    expected = {("paper", protocol, 1) for protocol in ("loop", "causal")}
     assert {(r["preset"], r["protocol"], r["scan_steps"]) for r in rows} == expected
     fields = {"preset", "protocol", "scan_steps", "steps_per_s", "task_positions_per_s", "compile_s"}
     for row in rows:
         assert fields | {"flops_per_step", "peak_fraction", "speedup_vs_loop"} <= set(row)
         assert row["steps_per_s"] > 0 and row["flops_per_step"] > 0 and 0 < row["peak_fraction"] < 1
         p = SMOKE[row["preset"]]
-        assert row["task_positions_per_s"] == round(row["steps_per_s"] * p.batch * (p.n - p.loss_start))
+        assert row["task_positions_per_s"] == pytest.approx(row["steps_per_s"] * p.batch * (p.n - p.loss_start), 1e-3)
     assert all(r["speedup_vs_loop"] == 1.0 for r in rows if r["protocol"] == "loop")
     # The loop is the most work per step: every one-pass protocol does fewer FLOPs.
     flops = {r["protocol"]: r["flops_per_step"] for r in rows}
     assert flops["causal"] < flops["loop"]
     scaling = doc["scaling"]  # measured in a child process with 2 virtual CPU devices
-    assert {(r["protocol"], r["devices"]) for r in scaling} == {(p, d) for p in ("causal", "prefix") for d in (1, 2)}
+    assert {(r["protocol"], r["devices"]) for r in scaling} == {("causal", 2), ("prefix", 2)}
     assert doc["machine"]["backend"] == "cpu" and doc["peak_flops_per_s"] > 0
 
 

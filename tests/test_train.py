@@ -120,7 +120,7 @@ def test_sharded_step_matches_single_device():
     assert {s.data.shape for s in x.addressable_shards} == {(8, 12, 2)}
 
 
-@pytest.mark.parametrize("protocol", ["causal", "prefix"])
+@pytest.mark.parametrize("protocol", ["prefix"])  # causal: test_sharded_step_matches_single_device
 def test_one_step_on_four_devices_matches_one_device(protocol):
     if len(jax.devices()) < 4:
         pytest.skip("needs >= 4 devices (XLA_FLAGS=--xla_force_host_platform_device_count=4)")
