@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test test-fast lint format bench clean
 
 setup: $(STAMP)
 
@@ -20,14 +20,18 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/icl-meta reproduce fig2 --scale cpu --figures runs/demo
 
-test: setup
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+# The README's test command (and CI's): lint, format and type checks, then both test tiers.
+test: lint
+	$(BIN)/pytest -m "slow or not slow"
+
+# The edit-test loop: the default (fast) tier only.
+test-fast: setup
 	$(BIN)/pytest
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff format .

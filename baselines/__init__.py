@@ -1,26 +1,22 @@
-"""Learners to compare the ICL transformer with, registered by name: `baselines.get(name, **hparams)`.
+"""The learners the ICL transformer is compared with: MatchNet, ProtoNet, CNP, MAML and the closed-form algorithms,
+one file each, registered by name in the one learner registry (`icl_meta.learners`).
 
-A learner is a frozen dataclass of hyper-parameters implementing the `icl_meta.episode.Learner` protocol.
-Register a new one with `@register("name")`; importing this package registers the closed-form algorithms.
+Every module in this package is imported here, so a new learner is one new file with `@register("name")` on a
+frozen dataclass implementing the `icl_meta.contracts.Learner` protocol; nothing else changes.
+`get(name, **hparams)` builds any registered learner, the ICL transformer ("icl") included.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+import pkgutil
 
-from icl_meta.registry import Registry
+from icl_meta.learners import build as get
+from icl_meta.learners import names, register
 
-_REGISTRY = Registry("learner")
-register = _REGISTRY.register
-names = _REGISTRY.names
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
+from baselines.closed_form import references  # noqa: E402
 
-def get(name: str, **hparams: Any) -> Any:
-    """The learner registered as `name`, with hyper-parameters `hparams` (unknown keys are an error)."""
-    return _REGISTRY.get(name, **hparams)
-
-
-# Importing a module registers its learners (after `register` exists, hence at the bottom).
-from baselines import closed_form, cnp, maml, matchnet, protonet  # noqa: E402, F401
-
-__all__ = ["get", "names", "register"]
+__all__ = ["get", "names", "references", "register"]

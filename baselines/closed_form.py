@@ -1,26 +1,26 @@
 """Closed-form (hand-crafted) learning algorithms behind the prequential Learner protocol.
 
 One `predict` call yields all N positions: the output at position i uses the context (x_j, y_j), j < i, and the
-query x_i, so context sizes run 0..N-1. With `positions` (int [K]) only those query positions are computed.
+query x_i, so context sizes run 0..N-1. With `positions` (int [P]) only those query positions are computed.
 Classification learners take int class ids and return per-class scores [B, N, C] whose argmax (ties -> lowest
 class, as jnp.argmax) is the prediction; regression learners return predictions [B, N]. Everything is masked
-[K, N] context matrices (no loops over positions or tasks), jittable with the dataclass fields static.
-PAPER.md §2.9 gives their reference accuracies on the paper's task families.
+[P, N] context matrices (no loops over positions or tasks), jittable with the dataclass fields static.
+A classifier must be told C (`num_classes`, no default): the labels are traced values, so C cannot be read off them,
+and a guessed C would silently drop classes. PAPER.md §2.9 gives their reference accuracies on the paper's task
+families.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
-from baselines import register
 from baselines.context import context_mask, l2_normalize, query_rows
-from icl_meta.episode import TaskSpec
-from icl_meta.errors import is_int, require
+from icl_meta.contracts import Learner, TaskSpec
+from icl_meta.errors import require, require_int, require_number
+from icl_meta.learners import build, register
 from tasks.amortization import amortization_labels
 
 Array = jax.Array
@@ -28,18 +28,13 @@ _HI = jax.lax.Precision.HIGHEST  # exact float32 sums even where the backend wou
 
 
 @dataclasses.dataclass(frozen=True)
-class _Classifier:
-    """Common base: the number of classes (static) and the task-compatibility check."""
+class _Classifier(Learner):
+    """Common base: the number of classes (static, required) and the task-compatibility check."""
 
-    num_classes: int = 2
-
-    name: ClassVar[str] = "?"
+    num_classes: int
 
     def __post_init__(self) -> None:
-        require(
-            is_int(self.num_classes) and self.num_classes >= 2,
-            f"{self.name}: num_classes must be an integer >= 2, got {self.num_classes!r}",
-        )
+        require_int(self.num_classes, f"{self.name}: num_classes", 2)
 
     def init(self, key: Array, spec: TaskSpec) -> None:
         require(
@@ -59,14 +54,14 @@ class NearestClassMean(_Classifier):
 
     def predict(self, params: None, x: Array, y: Array, positions: Array | None = None) -> Array:
         n = x.shape[1]
-        rows_K = query_rows(n, positions)
-        mask_KN = context_mask(rows_K, n)
+        rows_P = query_rows(n, positions)
+        mask_PN = context_mask(rows_P, n)
         onehot_BNC = self._onehot(y)
-        counts_BKC = jnp.einsum("kn,bnc->bkc", mask_KN, onehot_BNC, precision=_HI)
-        sums_BKCD = jnp.einsum("kn,bnc,bnd->bkcd", mask_KN, onehot_BNC, x, precision=_HI)
-        protos_BKCD = sums_BKCD / jnp.maximum(counts_BKC, 1.0)[..., None]  # absent class -> 0 vector
-        xq_BKD = x[:, rows_K]
-        return -jnp.sum((xq_BKD[:, :, None, :] - protos_BKCD) ** 2, axis=-1)
+        counts_BPC = jnp.einsum("pn,bnc->bpc", mask_PN, onehot_BNC, precision=_HI)
+        sums_BPCD = jnp.einsum("pn,bnc,bnd->bpcd", mask_PN, onehot_BNC, x, precision=_HI)
+        protos_BPCD = sums_BPCD / jnp.maximum(counts_BPC, 1.0)[..., None]  # absent class -> 0 vector
+        xq_BPD = x[:, rows_P]
+        return -jnp.sum((xq_BPD[:, :, None, :] - protos_BPCD) ** 2, axis=-1)
 
 
 @register("matching")
@@ -76,11 +71,11 @@ class CosineMatching(_Classifier):
 
     def predict(self, params: None, x: Array, y: Array, positions: Array | None = None) -> Array:
         n = x.shape[1]
-        rows_K = query_rows(n, positions)
+        rows_P = query_rows(n, positions)
         xn_BND = l2_normalize(x)
-        cos_BKN = jnp.einsum("bkd,bnd->bkn", xn_BND[:, rows_K], xn_BND, precision=_HI)
-        cos_BKN = cos_BKN * context_mask(rows_K, n)[None]
-        return jnp.einsum("bkn,bnc->bkc", cos_BKN, self._onehot(y), precision=_HI)
+        cos_BPN = jnp.einsum("bpd,bnd->bpn", xn_BND[:, rows_P], xn_BND, precision=_HI)
+        cos_BPN = cos_BPN * context_mask(rows_P, n)[None]
+        return jnp.einsum("bpn,bnc->bpc", cos_BPN, self._onehot(y), precision=_HI)
 
 
 @register("averaging")
@@ -91,11 +86,11 @@ class Averaging(_Classifier):
 
     def predict(self, params: None, x: Array, y: Array, positions: Array | None = None) -> Array:
         n = x.shape[1]
-        rows_K = query_rows(n, positions)
-        mask_KN = context_mask(rows_K, n)
-        w_BKD = jnp.einsum("kn,bnd->bkd", mask_KN, x, precision=_HI) / jnp.maximum(mask_KN.sum(-1), 1.0)[:, None]
-        labels_BK = amortization_labels(x[:, rows_K], w_BKD, self.num_classes)
-        return jax.nn.one_hot(labels_BK, self.num_classes, dtype=jnp.float32)
+        rows_P = query_rows(n, positions)
+        mask_PN = context_mask(rows_P, n)
+        w_BPD = jnp.einsum("pn,bnd->bpd", mask_PN, x, precision=_HI) / jnp.maximum(mask_PN.sum(-1), 1.0)[:, None]
+        labels_BP = amortization_labels(x[:, rows_P], w_BPD, self.num_classes)
+        return jax.nn.one_hot(labels_BP, self.num_classes, dtype=jnp.float32)
 
 
 @register("knn")
@@ -110,30 +105,25 @@ class KNearestNeighbours(_Classifier):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(
-            is_int(self.k) and self.k >= 1,
-            f"{self.name}: k must be an integer >= 1, got {self.k!r}",
-        )
+        require_int(self.k, f"{self.name}: k")
 
     def predict(self, params: None, x: Array, y: Array, positions: Array | None = None) -> Array:
         n = x.shape[1]
-        rows_K = query_rows(n, positions)
+        rows_P = query_rows(n, positions)
         k = min(self.k, n)
         # Differences rather than |a|^2 + |b|^2 - 2ab: no cancellation for near neighbours.
-        dist_BKN = jnp.sum((x[:, rows_K, None, :] - x[:, None, :, :]) ** 2, axis=-1)
-        dist_BKN = jnp.where(context_mask(rows_K, n, bool)[None], dist_BKN, jnp.inf)
-        _, idx_BKk = jax.lax.top_k(-dist_BKN, k)
-        y_BKk = jnp.take_along_axis(jnp.broadcast_to(y[:, None, :], dist_BKN.shape), idx_BKk, axis=-1)
+        dist_BPN = jnp.sum((x[:, rows_P, None, :] - x[:, None, :, :]) ** 2, axis=-1)
+        dist_BPN = jnp.where(context_mask(rows_P, n, bool)[None], dist_BPN, jnp.inf)
+        _, idx_BPK = jax.lax.top_k(-dist_BPN, k)
+        y_BPK = jnp.take_along_axis(jnp.broadcast_to(y[:, None, :], dist_BPN.shape), idx_BPK, axis=-1)
         # Only the first min(k, i) neighbours are real context examples; the rest are masked padding.
-        real_Kk = jnp.arange(k)[None, :] < rows_K[:, None]
-        return jnp.einsum("bkjc,kj->bkc", self._onehot(y_BKk), real_Kk.astype(jnp.float32), precision=_HI)
+        real_PK = jnp.arange(k)[None, :] < rows_P[:, None]
+        return jnp.einsum("bpkc,pk->bpc", self._onehot(y_BPK), real_PK.astype(jnp.float32), precision=_HI)
 
 
 @dataclasses.dataclass(frozen=True)
-class _Regressor:
+class _Regressor(Learner):
     """Common base of the linear-regression learners: y float targets, predictions [B, N]."""
-
-    name: ClassVar[str] = "?"
 
     def init(self, key: Array, spec: TaskSpec) -> None:
         require(spec.is_regression, f"{self.name}: needs a regression task, got num_classes={spec.num_classes}")
@@ -147,20 +137,20 @@ def _ridge_predict(x: Array, y: Array, lam: float, positions: Array | None) -> A
     s / (s^2 + lam), and for lam = 0 it is the pseudo-inverse 1/s above pinv's cutoff, i.e. the minimum-norm fit.
     """
     n, d = x.shape[1], x.shape[2]
-    rows_K = query_rows(n, positions)
-    mask_KN = context_mask(rows_K, n)
-    x_BKND = x[:, None] * mask_KN[None, :, :, None]
-    y_BKN = y[:, None].astype(jnp.float32) * mask_KN[None]
-    u_BKNR, s_BKR, vt_BKRD = jnp.linalg.svd(x_BKND, full_matrices=False)
+    rows_P = query_rows(n, positions)
+    mask_PN = context_mask(rows_P, n)
+    x_BPND = x[:, None] * mask_PN[None, :, :, None]
+    y_BPN = y[:, None].astype(jnp.float32) * mask_PN[None]
+    u_BPNV, s_BPV, vt_BPVD = jnp.linalg.svd(x_BPND, full_matrices=False)
     if lam == 0:
-        cutoff_BK1 = 10.0 * max(n, d) * jnp.finfo(jnp.float32).eps * s_BKR.max(-1, keepdims=True)
-        keep = s_BKR > cutoff_BK1
-        filt_BKR = jnp.where(keep, 1.0 / jnp.where(keep, s_BKR, 1.0), 0.0)
+        cutoff_BP1 = 10.0 * max(n, d) * jnp.finfo(jnp.float32).eps * s_BPV.max(-1, keepdims=True)
+        keep = s_BPV > cutoff_BP1
+        filt_BPV = jnp.where(keep, 1.0 / jnp.where(keep, s_BPV, 1.0), 0.0)
     else:
-        filt_BKR = s_BKR / (s_BKR**2 + lam)
-    uy_BKR = jnp.einsum("bknr,bkn->bkr", u_BKNR, y_BKN, precision=_HI)
-    w_BKD = jnp.einsum("bkrd,bkr->bkd", vt_BKRD, filt_BKR * uy_BKR, precision=_HI)
-    return jnp.einsum("bkd,bkd->bk", x[:, rows_K], w_BKD, precision=_HI)
+        filt_BPV = s_BPV / (s_BPV**2 + lam)
+    uy_BPV = jnp.einsum("bpnv,bpn->bpv", u_BPNV, y_BPN, precision=_HI)
+    w_BPD = jnp.einsum("bpvd,bpv->bpd", vt_BPVD, filt_BPV * uy_BPV, precision=_HI)
+    return jnp.einsum("bpd,bpd->bp", x[:, rows_P], w_BPD, precision=_HI)
 
 
 @register("least_squares")
@@ -180,10 +170,17 @@ class Ridge(_Regressor):
     lam: float = 1e-3
 
     def __post_init__(self) -> None:
-        require(
-            isinstance(self.lam, int | float) and math.isfinite(self.lam) and self.lam >= 0,
-            f"{self.name}: lam must be a finite number >= 0, got {self.lam!r}",
-        )
+        require_number(self.lam, f"{self.name}: lam", at_least=0)
 
     def predict(self, params: None, x: Array, y: Array, positions: Array | None = None) -> Array:
         return _ridge_predict(x, y, float(self.lam), positions)
+
+
+def references(spec: TaskSpec) -> list[Learner]:
+    """The closed-form algorithms drawn beside a trained learner: ncm, matching, averaging and 1-NN for
+    classification, least squares for regression."""
+    if spec.is_regression:
+        return [build("least_squares")]
+    return [build(name, num_classes=spec.classes) for name in ("ncm", "matching", "averaging")] + [
+        build("knn", k=1, num_classes=spec.classes)
+    ]

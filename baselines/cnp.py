@@ -11,52 +11,49 @@ Linear(h, 2C). The reference's Amortization(6, 6, 6, 8, 6, 4) for d=2, C=2 is h 
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
-from baselines import register
 from baselines.context import context_mask, query_rows, require_classification, require_hidden, require_input_dim
 from baselines.mlp import init_mlp, mlp
-from icl_meta.episode import LearnerParams, TaskSpec
+from icl_meta.contracts import Learner, LearnerParams, TaskSpec
+from icl_meta.learners import register
 
 Array = jax.Array
 
 
 @register("cnp")
 @dataclasses.dataclass(frozen=True)
-class CNP:
+class CNP(Learner):
     hidden: int | None = None  # hidden width of the three MLPs; None: d + 2C, as the reference
-
-    name: ClassVar[str] = "cnp"
 
     def __post_init__(self) -> None:
         require_hidden(self.name, self.hidden)
 
     def init(self, key: Array, spec: TaskSpec) -> LearnerParams:
         require_classification(self.name, spec)
-        w = spec.d + 2 * spec.num_classes
+        w = spec.d + 2 * spec.classes
         h = self.hidden or w
         k1, k2, ko = jax.random.split(key, 3)
         weights = {
             "encode": init_mlp(k1, (w, h, w)),
             "aggregate": init_mlp(k2, (w, h, w)),
-            "decode": init_mlp(ko, (w + spec.d, h, 2 * spec.num_classes)),
+            "decode": init_mlp(ko, (w + spec.d, h, 2 * spec.classes)),
         }
         return LearnerParams(weights, spec)
 
     def predict(self, params: LearnerParams, x: Array, y: Array, positions: Array | None = None) -> Array:
-        """Log-probabilities over the 2C slots [B, K, 2C]; the padded slots are learned logits, as the reference."""
+        """Log-probabilities over the 2C slots [B, P, 2C]; the padded slots are learned logits, as the reference."""
         spec, weights = params.spec, params.weights
         require_input_dim(self.name, spec, x)
         n = x.shape[1]
-        rows_K = query_rows(n, positions)
-        mask_KN = context_mask(rows_K, n)
-        y_BNY = jax.nn.one_hot(y, 2 * spec.num_classes, dtype=jnp.float32)  # classes < C: the padded one-hot
-        r_BNW = mlp(weights["encode"], jnp.concatenate([x, y_BNY], axis=-1))
-        count_K = mask_KN.sum(-1)
-        mean_BKW = jnp.einsum("kn,bnw->bkw", mask_KN, r_BNW) / jnp.maximum(count_K, 1.0)[None, :, None]
-        c_BKW = jnp.where(count_K[None, :, None] > 0, mlp(weights["aggregate"], mean_BKW), 0.0)
-        logits_BKY = mlp(weights["decode"], jnp.concatenate([c_BKW, x[:, rows_K]], axis=-1))
-        return jax.nn.log_softmax(logits_BKY, axis=-1)
+        rows_P = query_rows(n, positions)
+        mask_PN = context_mask(rows_P, n)
+        y_BNO = jax.nn.one_hot(y, 2 * spec.classes, dtype=jnp.float32)  # classes < C: the padded one-hot
+        r_BNW = mlp(weights["encode"], jnp.concatenate([x, y_BNO], axis=-1))
+        count_P = mask_PN.sum(-1)
+        mean_BPW = jnp.einsum("pn,bnw->bpw", mask_PN, r_BNW) / jnp.maximum(count_P, 1.0)[None, :, None]
+        c_BPW = jnp.where(count_P[None, :, None] > 0, mlp(weights["aggregate"], mean_BPW), 0.0)
+        logits_BPO = mlp(weights["decode"], jnp.concatenate([c_BPW, x[:, rows_P]], axis=-1))
+        return jax.nn.log_softmax(logits_BPO, axis=-1)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from icl_meta.episode import TaskSpec
-from icl_meta.errors import ConfigError, is_int, require
+from icl_meta.contracts import TaskSpec
+from icl_meta.errors import ConfigError, require, require_int
 
 Array = jax.Array
 
@@ -15,13 +15,13 @@ PAD_SCORE = -9999.0  # the reference's score for the padded label slots C..2C-1 
 
 
 def query_rows(n: int, positions: Array | None) -> Array:
-    """The query positions to compute, [K]: all of 0..N-1 or the requested subset."""
+    """The query positions to compute, [P]: all of 0..N-1 or the requested subset."""
     return jnp.arange(n) if positions is None else jnp.asarray(positions, jnp.int32)
 
 
-def context_mask(rows_K: Array, n: int, dtype=jnp.float32) -> Array:
-    """[K, N]: 1 where example j is in the context of query position rows_K[k], i.e. j < rows_K[k]."""
-    return (jnp.arange(n)[None, :] < rows_K[:, None]).astype(dtype)
+def context_mask(rows_P: Array, n: int, dtype=jnp.float32) -> Array:
+    """[P, N]: 1 where example j is in the context of query position rows_P[p], i.e. j < rows_P[p]."""
+    return (jnp.arange(n)[None, :] < rows_P[:, None]).astype(dtype)
 
 
 def l2_normalize(e: Array) -> Array:
@@ -29,7 +29,7 @@ def l2_normalize(e: Array) -> Array:
     return e * jax.lax.rsqrt(jnp.maximum(jnp.sum(e * e, axis=-1, keepdims=True), 1e-24))
 
 
-def padded_log_probs(scores_BKC: Array, double_softmax: bool) -> Array:
+def padded_log_probs(scores_BPC: Array, double_softmax: bool) -> Array:
     """Scores over C classes -> log-probabilities over the 2C slots of the reference (slots C..2C-1 at PAD_SCORE).
 
     `double_softmax` keeps the reference's loss quirk (PAPER.md section 5.4): its MatchNet and ProtoNet return
@@ -37,10 +37,10 @@ def padded_log_probs(scores_BKC: Array, double_softmax: bool) -> Array:
     CE(softmax(p), y), floored near 0.744 for C=2. Without it the log-probabilities are log_softmax(scores).
     The argmax, hence the accuracy, is the same either way.
     """
-    padded = jnp.concatenate([scores_BKC, jnp.full_like(scores_BKC, PAD_SCORE)], axis=-1)
+    padded_BPO = jnp.concatenate([scores_BPC, jnp.full_like(scores_BPC, PAD_SCORE)], axis=-1)
     if double_softmax:
-        padded = jax.nn.softmax(padded, axis=-1)
-    return jax.nn.log_softmax(padded, axis=-1)
+        padded_BPO = jax.nn.softmax(padded_BPO, axis=-1)
+    return jax.nn.log_softmax(padded_BPO, axis=-1)
 
 
 def require_classification(learner: str, spec: TaskSpec) -> None:
@@ -54,7 +54,4 @@ def require_input_dim(learner: str, spec: TaskSpec, x: Array) -> None:
 
 def require_hidden(learner: str, hidden: int | None) -> None:
     """An optional hidden width: None (the reference's size) or an integer >= 1."""
-    require(
-        hidden is None or (is_int(hidden) and hidden >= 1),
-        f"{learner}: hidden must be None or an integer >= 1, got {hidden!r}",
-    )
+    require_int(hidden, f"{learner}: hidden", none_ok=True)

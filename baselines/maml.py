@@ -8,59 +8,26 @@ over the context, then applied to x_i:
 
 The empty context leaves theta unchanged. Adaptation is vmapped over positions and tasks, so one `predict` call
 gives the whole curve, and differentiating `predict` gives the second-order meta-gradient (first-order: the inner
-gradients are constants). `adapt` is the inner-loop core, written for any loss and parameter pytree, so that
-meta-level meta-learning (M2-ICL, `icl_meta.metameta`) reuses it for the ICL transformer, both as its inner loop and,
-with one minibatch per step, as the fine-tuning of the adaptation evaluation.
+gradients are constants). `adapt` (`icl_meta.inner_loop`) is the inner loop, shared with meta-level meta-learning
+(M2-ICL, `icl_meta.metameta`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from baselines import register
 from baselines.context import context_mask, query_rows, require_classification, require_input_dim
 from baselines.mlp import init_mlp, mlp
-from icl_meta.episode import LearnerParams, TaskSpec
-from icl_meta.errors import is_int, require
+from icl_meta.contracts import Learner, LearnerParams, TaskSpec
+from icl_meta.errors import require_bool, require_int, require_number
+from icl_meta.inner_loop import adapt
+from icl_meta.learners import register
 
 Array = jax.Array
-
-
-def adapt(
-    loss: Callable[[Any, Any], Array],
-    params: Any,
-    batch: Any,
-    *,
-    steps: int,
-    lr: float,
-    first_order: bool = False,
-    per_step: bool = False,
-) -> tuple[Any, Array]:
-    """`steps` SGD steps `params <- params - lr * grad loss(params, batch)` under lax.scan.
-
-    With `per_step`, every leaf of `batch` has a leading [steps] axis and step k uses `batch[k]` (minibatch SGD;
-    the batches are the scan's xs); otherwise every step uses the whole `batch` (full-batch SGD, MAML's inner loop).
-    The result is differentiable in `params` through every step (second-order MAML); with `first_order` each inner
-    gradient is a constant (first-order MAML: d adapted / d params = identity). Returns the adapted parameters and
-    the loss before each step, [steps].
-    """
-    if per_step:
-        sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree_util.tree_leaves(batch)}
-        require(sizes == {steps}, f"adapt: per_step batches need a leading axis of steps={steps}, got {sizes}")
-
-    def sgd_step(p: Any, step_batch: Any) -> tuple[Any, Array]:
-        value, grads = jax.value_and_grad(loss)(p, step_batch if per_step else batch)
-        if first_order:
-            grads = jax.lax.stop_gradient(grads)
-        return jax.tree.map(lambda w, g: w - lr * g, p, grads), value
-
-    return jax.lax.scan(sgd_step, params, batch if per_step else None, length=steps)
 
 
 def context_cross_entropy(layers: Any, batch: tuple[Array, Array, Array]) -> Array:
@@ -73,28 +40,23 @@ def context_cross_entropy(layers: Any, batch: tuple[Array, Array, Array]) -> Arr
 
 @register("maml")
 @dataclasses.dataclass(frozen=True)
-class MAML:
+class MAML(Learner):
     hidden: int = 32  # width of each hidden layer (ReLU)
     hidden_layers: int = 1
     inner_steps: int = 5
     inner_lr: float = 0.5
     first_order: bool = False  # True: first-order MAML (no second derivatives)
 
-    name: ClassVar[str] = "maml"
-
     def __post_init__(self) -> None:
         for field in ("hidden", "hidden_layers", "inner_steps"):
             value = getattr(self, field)
-            require(is_int(value) and value >= 1, f"maml: {field} must be an integer >= 1, got {value!r}")
-        require(
-            isinstance(self.inner_lr, int | float) and math.isfinite(self.inner_lr) and self.inner_lr > 0,
-            f"maml: inner_lr must be a finite number > 0, got {self.inner_lr!r}",
-        )
-        require(isinstance(self.first_order, bool), "maml: first_order must be True or False")
+            require_int(value, f"maml: {field}")
+        require_number(self.inner_lr, "maml: inner_lr", above=0)
+        require_bool(self.first_order, "maml: first_order")
 
     def init(self, key: Array, spec: TaskSpec) -> LearnerParams:
         require_classification(self.name, spec)
-        sizes = (spec.d, *[self.hidden] * self.hidden_layers, spec.num_classes)
+        sizes = (spec.d, *[self.hidden] * self.hidden_layers, spec.classes)
         return LearnerParams({"mlp": init_mlp(key, sizes)}, spec)
 
     def adapted(self, params: LearnerParams, x_ND: Array, y_N: Array, mask_N: Array) -> Any:
@@ -110,10 +72,10 @@ class MAML:
         return layers
 
     def predict(self, params: LearnerParams, x: Array, y: Array, positions: Array | None = None) -> Array:
-        """Log-probabilities over the C classes [B, K, C]."""
+        """Log-probabilities over the C classes [B, P, C]."""
         require_input_dim(self.name, params.spec, x)
         n = x.shape[1]
-        rows_K = query_rows(n, positions)
+        rows_P = query_rows(n, positions)
 
         def one(x_ND: Array, y_N: Array, mask_N: Array, xq_D: Array) -> Array:
             layers = self.adapted(params, x_ND, y_N, mask_N)
@@ -121,4 +83,4 @@ class MAML:
 
         over_positions = jax.vmap(one, in_axes=(None, None, 0, 0))
         over_tasks = jax.vmap(over_positions, in_axes=(0, 0, None, 0))
-        return over_tasks(x, y, context_mask(rows_K, n), x[:, rows_K])
+        return over_tasks(x, y, context_mask(rows_P, n), x[:, rows_P])

@@ -11,12 +11,10 @@ The reference supports two classes; here the class masks are one-hot over C. The
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
-from baselines import register
 from baselines.context import (
     context_mask,
     padded_log_probs,
@@ -26,24 +24,23 @@ from baselines.context import (
     require_input_dim,
 )
 from baselines.mlp import init_mlp, mlp
-from icl_meta.episode import LearnerParams, TaskSpec
-from icl_meta.errors import require
+from icl_meta.contracts import Learner, LearnerParams, TaskSpec
+from icl_meta.errors import require_bool
+from icl_meta.learners import register
 
 Array = jax.Array
 
 
 @register("protonet")
 @dataclasses.dataclass(frozen=True)
-class ProtoNet:
+class ProtoNet(Learner):
     embed_query: bool = False  # the reference compares the raw query with embedded prototypes; True: embed it too
     double_softmax: bool = True  # the reference's loss quirk (PAPER.md section 5.4); False: plain log-softmax
     hidden: int | None = None  # embedding MLP hidden width; None: d, as the reference
 
-    name: ClassVar[str] = "protonet"
-
     def __post_init__(self) -> None:
         for flag in ("embed_query", "double_softmax"):
-            require(isinstance(getattr(self, flag), bool), f"protonet: {flag} must be True or False")
+            require_bool(getattr(self, flag), f"protonet: {flag}")
         require_hidden(self.name, self.hidden)
 
     def init(self, key: Array, spec: TaskSpec) -> LearnerParams:
@@ -52,17 +49,17 @@ class ProtoNet:
         return LearnerParams({"embed": init_mlp(key, (spec.d, self.hidden or spec.d, spec.d))}, spec)
 
     def predict(self, params: LearnerParams, x: Array, y: Array, positions: Array | None = None) -> Array:
-        """Log-probabilities over the reference's 2C slots [B, K, 2C] (slots C..2C-1 padded, never chosen)."""
+        """Log-probabilities over the reference's 2C slots [B, P, 2C] (slots C..2C-1 padded, never chosen)."""
         spec = params.spec
         require_input_dim(self.name, spec, x)
         n = x.shape[1]
-        rows_K = query_rows(n, positions)
-        mask_KN = context_mask(rows_K, n)
+        rows_P = query_rows(n, positions)
+        mask_PN = context_mask(rows_P, n)
         e_BND = mlp(params.weights["embed"], x)
-        onehot_BNC = jax.nn.one_hot(y, spec.num_classes, dtype=jnp.float32)
-        counts_BKC = jnp.einsum("kn,bnc->bkc", mask_KN, onehot_BNC)
-        sums_BKCD = jnp.einsum("kn,bnc,bnd->bkcd", mask_KN, onehot_BNC, e_BND)
-        protos_BKCD = sums_BKCD / jnp.maximum(counts_BKC, 1.0)[..., None]
-        q_BKD = (e_BND if self.embed_query else x)[:, rows_K]
-        scores_BKC = -jnp.sum((q_BKD[:, :, None, :] - protos_BKCD) ** 2, axis=-1)
-        return padded_log_probs(scores_BKC, self.double_softmax)
+        onehot_BNC = jax.nn.one_hot(y, spec.classes, dtype=jnp.float32)
+        counts_BPC = jnp.einsum("pn,bnc->bpc", mask_PN, onehot_BNC)
+        sums_BPCD = jnp.einsum("pn,bnc,bnd->bpcd", mask_PN, onehot_BNC, e_BND)
+        protos_BPCD = sums_BPCD / jnp.maximum(counts_BPC, 1.0)[..., None]
+        q_BPD = (e_BND if self.embed_query else x)[:, rows_P]
+        scores_BPC = -jnp.sum((q_BPD[:, :, None, :] - protos_BPCD) ** 2, axis=-1)
+        return padded_log_probs(scores_BPC, self.double_softmax)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,24 +46,16 @@ import jax.numpy as jnp
 import numpy as np
 
 import tasks
-from experiments import fig2_mixture
-from experiments.fig2_single import LEARNERS, common_parser, parse_learners
-from experiments.fig2_single import test_families as shift_families
-from icl_meta import learners, study
-from icl_meta.cli import guarded
-from icl_meta.episode import Episode, Learner
+from experiments import common, study
+from experiments.common import FAMILIES, LEARNERS, MIXTURE_SCALES
+from experiments.common import test_families as shift_families
+from icl_meta.contracts import Episode, Learner, TaskFamily
 from icl_meta.errors import require
 from icl_meta.plotting import Regions, plot_panels, plot_regions, plot_sweep
-from icl_meta.runs import results_document, write_json
+from icl_meta.runs import results_document, run_config
 from icl_meta.train import TEST_STREAM, stream_key
-from tasks.amortization import amortization_labels
-from tasks.base import TaskFamily
-from tasks.pairwise import pairwise_labels
-from tasks.prototype import prototype_labels
-from tasks.radius import radius_labels
 
 SHIFT, RADIUS = "shift", "radius"  # the `part` label of the curves of (a) and (b)
-FAMILIES = ("prototype", "pairwise", "amortization")
 RADIUS_START = 2  # T8 quotes the radius accuracies over positions 2..N-1
 EXTENT_POINTS = 200  # draws of a region task whose bounding square the grid covers (the context is its first k)
 
@@ -109,7 +100,7 @@ def shift_curves(
     curves = []
     for sigma in settings.sigmas:
         families = {name: family.with_sigma(sigma) for name, family in shift_families().items()}
-        tests = study.test_sets(families, settings.test_tasks, settings.n, seed)
+        tests = study.sample_test_sets(families, settings.test_tasks, settings.n, seed)
         for job, p in zip(jobs, params, strict=True):
             curves += study.evaluate_job(job, p, tests, families, sigma=sigma, part=SHIFT)
         curves += study.reference_curves(tests, families, sigma=sigma, part=SHIFT)
@@ -120,7 +111,7 @@ def radius_curves(
     jobs: Sequence[study.Job], params: Sequence[Any], settings: Settings, seed: int
 ) -> list[dict[str, Any]]:
     families = {RADIUS: radius_family()}
-    tests = study.test_sets(families, settings.radius_tasks, settings.n, seed)
+    tests = study.sample_test_sets(families, settings.radius_tasks, settings.n, seed)
     curves = []
     for job, p in zip(jobs, params, strict=True):
         curves += study.evaluate_job(job, p, tests, families, part=RADIUS)
@@ -142,22 +133,6 @@ def summary_table(curves: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 # (c): decision regions
 
 
-def rule_labels(family: TaskFamily, task: Mapping[str, Any], x_PD: jax.Array) -> jax.Array:
-    """The true class of points x [P, d] under ONE task's rule (`task`: its Episode params without the batch axis),
-    with the family's own label function and settings."""
-    c = family.num_classes
-    match family.name:
-        case "prototype":
-            return prototype_labels(x_PD, task["prototypes"])
-        case "pairwise":
-            return pairwise_labels(x_PD, task["class_vectors"], family.class_norm)
-        case "amortization":
-            return amortization_labels(x_PD, task["center"], c)
-        case "radius":
-            return radius_labels(x_PD, task["radius"], c)
-    raise ValueError(f"no decision-region rule for the family {family.name!r}")
-
-
 def region_grid(x_ND: np.ndarray, g: int, pad: float = 0.1) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """G x G points [G*G, 2], row-major with rows along y, over the square that bounds the points (padded by `pad` of
     its side on each side); and its extent (x0, x1, y0, y1) = the first and last coordinates."""
@@ -171,43 +146,43 @@ def region_grid(x_ND: np.ndarray, g: int, pad: float = 0.1) -> tuple[np.ndarray,
     return np.stack([gx_GG.ravel(), gy_GG.ravel()], -1).astype(np.float32), extent
 
 
-def region_sequences(context_KD: jax.Array, labels_K: jax.Array, grid_PD: jax.Array) -> tuple[jax.Array, jax.Array]:
+def region_sequences(context_ND: jax.Array, labels_N: jax.Array, grid_QD: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One sequence per grid point: the fixed context at positions 0..k-1, the grid point at k (its label a dummy 0,
-    never seen by a prequential learner). Returns x [P, k+1, d] and y [P, k+1]."""
-    p = grid_PD.shape[0]
-    context_PKD = jnp.broadcast_to(context_KD, (p, *context_KD.shape))
-    x_PSD = jnp.concatenate([context_PKD, grid_PD[:, None, :]], axis=1)
-    y_PS = jnp.concatenate([jnp.broadcast_to(labels_K, (p, labels_K.shape[0])), jnp.zeros((p, 1), labels_K.dtype)], 1)
-    return x_PSD, y_PS
+    never seen by a prequential learner). Returns x [Q, k+1, D] and y [Q, k+1]."""
+    p = grid_QD.shape[0]
+    context_QND = jnp.broadcast_to(context_ND, (p, *context_ND.shape))
+    x_QND = jnp.concatenate([context_QND, grid_QD[:, None, :]], axis=1)
+    y_QN = jnp.concatenate([jnp.broadcast_to(labels_N, (p, labels_N.shape[0])), jnp.zeros((p, 1), labels_N.dtype)], 1)
+    return x_QND, y_QN
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _query_classes(
-    learner: Learner, params: Any, context_KD: jax.Array, labels_K: jax.Array, grid_BD: jax.Array
+    learner: Learner, params: Any, context_ND: jax.Array, labels_N: jax.Array, grid_QD: jax.Array
 ) -> jax.Array:
     """argmax class at position k of each grid point's sequence, over all outputs (padded slots included), [B]."""
-    x_BSD, y_BS = region_sequences(context_KD, labels_K, grid_BD)
-    k = context_KD.shape[0]
-    return jnp.argmax(learner.predict(params, x_BSD, y_BS, positions=jnp.array([k]))[:, 0], axis=-1)
+    x_QND, y_QN = region_sequences(context_ND, labels_N, grid_QD)
+    k = context_ND.shape[0]
+    return jnp.argmax(learner.predict(params, x_QND, y_QN, positions=jnp.array([k]))[:, 0], axis=-1)
 
 
 def predict_regions(
     learner: Learner,
     params: Any,
-    context_KD: jax.Array,
-    labels_K: jax.Array,
-    grid_PD: np.ndarray,
+    context_ND: jax.Array,
+    labels_N: jax.Array,
+    grid_QD: np.ndarray,
     num_classes: int,
     chunk: int = 4096,
 ) -> np.ndarray:
     """The learner's class for every grid point given the fixed context, int [P]; an argmax into an output >= C (the
     ICL model's padded label slots) is returned as C, "invalid"."""
-    p = grid_PD.shape[0]
+    p = grid_QD.shape[0]
     chunk = min(chunk, p)
-    padded_PD = np.concatenate([grid_PD, np.zeros((-p % chunk, grid_PD.shape[1]), grid_PD.dtype)])  # one shape
-    context_KD, labels_K = jnp.asarray(context_KD, jnp.float32), jnp.asarray(labels_K, jnp.int32)
+    padded_QD = np.concatenate([grid_QD, np.zeros((-p % chunk, grid_QD.shape[1]), grid_QD.dtype)])  # one shape
+    context_ND, labels_N = jnp.asarray(context_ND, jnp.float32), jnp.asarray(labels_N, jnp.int32)
     parts = [
-        np.asarray(_query_classes(learner, params, context_KD, labels_K, jnp.asarray(padded_PD[s : s + chunk])))
+        np.asarray(_query_classes(learner, params, context_ND, labels_N, jnp.asarray(padded_QD[s : s + chunk])))
         for s in range(0, p, chunk)
     ]
     return np.minimum(np.concatenate(parts)[:p], num_classes)
@@ -219,7 +194,10 @@ def sample_task(family: TaskFamily, key: jax.Array, n: int) -> Episode:
     return family.sample(key, 1, n)
 
 
-rule_labels_jit = jax.jit(rule_labels, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=0)
+def rule_labels(family: TaskFamily, task: Mapping[str, Any], x_QD: jax.Array) -> jax.Array:
+    """The true class of points x [Q, D] under ONE task's rule (`task`: its Episode params without the batch axis)."""
+    return family.labels(x_QD, dict(task))
 
 
 def decision_regions(
@@ -232,10 +210,10 @@ def decision_regions(
         key = jax.random.fold_in(stream_key(seed, TEST_STREAM), 100 + j)
         episode = sample_task(family, key, max(k, EXTENT_POINTS))
         task = {p: v[0] for p, v in episode.params.items()}
-        grid_PD, extent = region_grid(np.asarray(episode.x[0]), g)
-        context_KD, labels_K = episode.x[0, :k], episode.y[0, :k]
-        true_P = np.asarray(rule_labels_jit(family, task, jnp.asarray(grid_PD)))
-        pred_P = predict_regions(learner, params, context_KD, labels_K, grid_PD, family.num_classes, chunk)
+        grid_QD, extent = region_grid(np.asarray(episode.x[0]), g)
+        context_ND, labels_N = episode.x[0, :k], episode.y[0, :k]
+        true_Q = np.asarray(rule_labels(family, task, jnp.asarray(grid_QD)))
+        pred_Q = predict_regions(learner, params, context_ND, labels_N, grid_QD, family.num_classes, chunk)
         c = family.num_classes
         records.append(
             {
@@ -243,16 +221,16 @@ def decision_regions(
                 "learner": learner.name,
                 "context": k,
                 "grid": g,
-                "agreement": round(float(np.mean(pred_P == true_P)), 4),
-                "invalid": round(float(np.mean(pred_P >= c)), 4),
+                "agreement": round(float(np.mean(pred_Q == true_Q)), 4),
+                "invalid": round(float(np.mean(pred_Q >= c)), 4),
                 "extent": [round(e, 4) for e in extent],
             }
         )
         arrays |= {
-            f"{name}_true": true_P.reshape(g, g).astype(np.int8),
-            f"{name}_pred": pred_P.reshape(g, g).astype(np.int8),
-            f"{name}_context_x": np.asarray(context_KD),
-            f"{name}_context_y": np.asarray(labels_K),
+            f"{name}_true": true_Q.reshape(g, g).astype(np.int8),
+            f"{name}_pred": pred_Q.reshape(g, g).astype(np.int8),
+            f"{name}_context_x": np.asarray(context_ND),
+            f"{name}_context_y": np.asarray(labels_N),
             f"{name}_extent": np.asarray(extent),
         }
     return records, arrays
@@ -262,16 +240,15 @@ def decision_regions(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = common_parser(__doc__.splitlines()[0])
+    parser = common.parser(__doc__.splitlines()[0], SCALES, learners=LEARNERS)
     parser.add_argument("--context", type=int, default=20, help="context examples of the decision regions (20)")
-    args = parser.parse_args(argv)
+    args = common.parse(parser, argv)
     require(args.context >= 1, f"--context must be an integer >= 1, got {args.context}")
-    settings, mixture_scale = SCALES[args.scale], fig2_mixture.SCALES[args.scale]
-    names = parse_learners(args.learners)
-    root = args.out or Path("runs") / "fig2" / args.scale
+    settings, names = SCALES[args.scale], common.parse_learners(args.learners, LEARNERS)
+    root = common.run_root(args, "fig2")
     t0 = time.perf_counter()
     # The canonical Figure 2 (bottom) runs: start 2, pairwise nc=1, amortization without anchors.
-    jobs = fig2_mixture.mixture_jobs(mixture_scale, names, 2, 1, "none", args.seed)
+    jobs = common.mixture_jobs(MIXTURE_SCALES[args.scale], names, args.seed)
     params, runs = [], []
     for i, job in enumerate(jobs, 1):
         print(f"[{i}/{len(jobs)}] {job.learner.name} trained on {job.train}: {job.cfg.steps} steps -> {root / job.key}")
@@ -282,8 +259,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     curves = shift_curves(jobs, params, settings, args.seed) + radius_curves(jobs, params, settings, args.seed)
     print(f"(a), (b): {len(curves)} curves in {time.perf_counter() - t_eval:.0f} s")
     regions, arrays = [], {}
-    if learners.ICL in names:
-        icl = names.index(learners.ICL)
+    if "icl" in names:
+        icl = names.index("icl")
         regions, arrays = decision_regions(
             jobs[icl].learner, params[icl], region_families(), args.context, settings.grid, args.seed, settings.chunk
         )
@@ -296,21 +273,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "context": args.context,
         "test_families": {name: {"name": f.name, **f.hparams()} for name, f in region_families().items()},
         "settings": dataclasses.asdict(settings),
-        "runs": {job.key: study.run_config("fig2_mixture", job.learner, job.family, job.cfg) for job in jobs},
+        "runs": {job.key: run_config("fig2_mixture", job.learner, job.family, job.cfg) for job in jobs},
     }
     doc = results_document("fig3_generalization", config, curves, args.seed)
-    doc.update(
-        summary=summary_table(curves), regions=regions, run_summaries=runs, wall_s=round(time.perf_counter() - t0, 1)
-    )
-    figures = Path(args.figures)
-    figures.mkdir(parents=True, exist_ok=True)
-    write_json(figures / f"fig3_generalization_{args.scale}.json", doc)
-    npz = figures / f"fig3_regions_{args.scale}.npz"
-    if arrays:
-        np.savez_compressed(npz, **arrays)
-    draw(doc, npz if arrays else None, figures, args.scale)
+    doc.update(summary=summary_table(curves), regions=regions, run_summaries=runs)
+    if arrays:  # the region grids the PNG is drawn from
+        Path(args.figures).mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(Path(args.figures) / f"fig3_regions_{args.scale}.npz", **arrays)
+    common.finish(doc, args.figures, f"fig3_generalization_{args.scale}", draw, t0)
     print_tables(doc["summary"], settings.sigmas, names)
-    print(f"\nwall time {doc['wall_s']:.0f} s; wrote {figures}/fig3_generalization_{args.scale}.json and PNGs")
     return doc
 
 
@@ -333,9 +304,9 @@ def print_tables(table: Sequence[dict[str, Any]], sigmas: Sequence[float], names
         print(f"{name:<12}{'-' if math.isnan(value) else f'{value:.3f}':>8}")
 
 
-def draw(doc: dict[str, Any], regions_npz: Path | None, figures: Path, scale: str) -> None:
+def draw(doc: dict[str, Any], figures: Path) -> None:
     """fig3_shift_SCALE.png, fig3_radius_SCALE.png and (with the region grids) fig3_regions_SCALE.png."""
-    table, curves = doc["summary"], doc["curves"]
+    table, curves, scale = doc["summary"], doc["curves"], doc["scale"]
     order = {name: i for i, name in enumerate(LEARNERS)}  # trained learners first, in the usual order
     shift = sorted((r for r in table if r["part"] == SHIFT), key=lambda r: order.get(r["learner"], len(order)))
     panels = [(f"{fam}: mean over all positions", [r for r in shift if r["test"] == fam]) for fam in FAMILIES]
@@ -353,15 +324,15 @@ def draw(doc: dict[str, Any], regions_npz: Path | None, figures: Path, scale: st
         figures / f"fig3_radius_{scale}.png",
         ylim=(0.3, 1.0),
     )
-    if regions_npz is None:
+    if not doc["regions"]:
         return
-    with np.load(regions_npz) as arrays:
+    with np.load(figures / f"fig3_regions_{scale}.npz") as arrays:
         top, bottom = [], []
         for record in doc["regions"]:
             fam = record["family"]
             c = doc["config"]["test_families"][fam]["num_classes"]
             extent = tuple(arrays[f"{fam}_extent"].tolist())
-            context = {"points_KD": arrays[f"{fam}_context_x"], "point_labels_K": arrays[f"{fam}_context_y"]}
+            context = {"points_ND": arrays[f"{fam}_context_x"], "point_labels_N": arrays[f"{fam}_context_y"]}
             true_GG = arrays[f"{fam}_true"]
             top.append(Regions(true_GG, extent, c, **context, title=f"{fam}: true rule"))
             title = f"{record['learner']}, {record['context']} examples: agrees on {record['agreement']:.0%}"
@@ -374,4 +345,4 @@ def draw(doc: dict[str, Any], regions_npz: Path | None, figures: Path, scale: st
 
 
 if __name__ == "__main__":
-    sys.exit(guarded(main))
+    common.script(main)

@@ -30,9 +30,7 @@ d=20 (a plateau of many thousands of steps), which needs the paper scale.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,16 +43,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import tasks
-from icl_meta import evaluate, study
-from icl_meta.cli import guarded
+from experiments import common, study
+from icl_meta import evaluate
+from icl_meta.contracts import Episode, TaskFamily
 from icl_meta.curriculum import Curriculum, Stepwise
-from icl_meta.episode import Episode
 from icl_meta.errors import require
 from icl_meta.plotting import draw_curves
-from icl_meta.runs import RunDir, read_json, results_document, write_json
+from icl_meta.runs import RunDir, results_document, run_config
 from icl_meta.train import TrainConfig, train
-from icl_meta.transformer import ICLTransformer, preset
-from tasks.base import TaskFamily
+from icl_meta.transformer import ICLTransformer
 
 ARMS = ("dims", "none")  # Garg's lr_curri_dim.yaml and lr_curri_0.yaml
 FAMILY = "linear_regression"
@@ -97,9 +94,7 @@ SCALES: dict[str, Scale] = {
 
 
 def learner(scale: Scale) -> ICLTransformer:
-    return ICLTransformer(
-        preset("gpt2", width=scale.width, depth=scale.depth, heads=scale.heads, positions=max(2 * scale.n, 202))
-    )
+    return common.gpt2(scale.width, scale.depth, scale.heads, scale.n, positions=max(2 * scale.n, 202))
 
 
 def curriculum(scale: Scale, arm: str) -> Curriculum | None:
@@ -131,32 +126,29 @@ def run_arm(
     the run's history (step, training loss, held-out error, active dims)."""
     model, cfg = learner(scale), train_config(scale, arm, seed)
     run = RunDir(root / f"{arm}_seed{seed}")
-    config = study.run_config("fig4_curriculum", model, family, cfg)
-    curves, result = [], None
-    for checkpoint in scale.checkpoints:
-        saved = run.path / f"curve_step{checkpoint}.json"
-        if saved.exists():
-            curves.append(read_json(saved))
-            continue
+    config = run_config("fig4_curriculum", model, family, cfg)
+
+    def curve_at(checkpoint: int) -> dict[str, Any]:
         result = train(model, family, cfg, run, config, resume=run.config_path.exists(), progress=progress,
                        until=checkpoint)  # fmt: skip
         require(int(result.state.step) == checkpoint, f"{run.path}: expected step {checkpoint}, at {result.state.step}")
         values = evaluate.per_position(model, result.state.params, family.spec, test)
-        record = evaluate.curve(
+        return evaluate.curve(
             values, train=FAMILY, test=FAMILY, learner="icl", metric="squared_error", kind="trained",
             curriculum=arm, seed=seed, step=checkpoint,
         )  # fmt: skip
-        write_json(saved, record)
-        curves.append(record)
-    history = run.metrics()
-    return curves, {
-        "curriculum": arm,
-        "seed": seed,
-        "step": [r["step"] for r in history],
-        "train_loss": [r["loss"] for r in history],
-        "eval_squared_error": [r["eval_squared_error"] for r in history],
-        "active_dims": [r.get("curriculum_active_dims", scale.d) for r in history],
-    }
+
+    settings = {"config": config, "test_tasks": test.x.shape[0]}
+    curves = [
+        common.cached(run.path / f"curve_step{c}.json", {**settings, "step": c}, lambda c=c: curve_at(c))
+        for c in scale.checkpoints
+    ]
+    history = common.history_columns(
+        run.metrics(), step="step", train_loss="loss", eval_squared_error="eval_squared_error",
+        active_dims="curriculum_active_dims",
+    )  # fmt: skip
+    history["active_dims"] = [scale.d if v is None else v for v in history["active_dims"]]
+    return curves, {"curriculum": arm, "seed": seed, **history}
 
 
 def time_to_quality(history: dict[str, Any], threshold: float) -> int | None:
@@ -179,29 +171,15 @@ def summarise(curves: list[dict[str, Any]], histories: list[dict[str, Any]], sca
     return rows
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", choices=tuple(SCALES), default="cpu", help="problem size (default cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="first seed; runs use seed..seed+seeds-1 (default 0)")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the scale's)")
-    parser.add_argument("--out", type=Path, default=None, help="run directories (default runs/fig4/SCALE)")
-    parser.add_argument("--figures", type=Path, default=Path("figures"), help="results and PNGs (default figures/)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    if args.seeds is not None and args.seeds < 1:
-        parser.error(f"--seeds must be >= 1, got {args.seeds}")
-    return args
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+    args = common.parse(common.parser(__doc__.splitlines()[0], SCALES, seeds=True), argv)
     scale = SCALES[args.scale]
     seeds = range(args.seed, args.seed + (args.seeds or scale.seeds))
-    root = args.out or Path("runs") / "fig4" / args.scale
+    root = common.run_root(args, "fig4")
     t0 = time.perf_counter()
     family = tasks.get(FAMILY, d=scale.d)
     families = {FAMILY: family}
-    tests = study.test_sets(families, scale.test_tasks, scale.n, args.seed)
+    tests = study.sample_test_sets(families, scale.test_tasks, scale.n, args.seed)
     curves, histories = [], []
     for arm in ARMS:
         for seed in seeds:
@@ -216,19 +194,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "seeds": list(seeds),
         "settings": dataclasses.asdict(scale),
         "runs": {
-            f"{arm}_seed{s}": study.run_config("fig4_curriculum", learner(scale), family, train_config(scale, arm, s))
+            f"{arm}_seed{s}": run_config("fig4_curriculum", learner(scale), family, train_config(scale, arm, s))
             for arm in ARMS
             for s in seeds
         },
     }
     doc = results_document("fig4_curriculum", config, curves, args.seed)
-    doc.update(histories=histories, summary=summary, wall_s=round(time.perf_counter() - t0, 1))
-    figures = Path(args.figures)
-    figures.mkdir(parents=True, exist_ok=True)
-    write_json(figures / f"fig4_curriculum_{args.scale}.json", doc)
-    draw(doc, figures / f"fig4_curriculum_{args.scale}.png")
+    doc.update(histories=histories, summary=summary)
+    common.finish(doc, args.figures, f"fig4_curriculum_{args.scale}", draw, t0)
     print_summary(summary, scale)
-    print(f"\nwall time {doc['wall_s']:.0f} s; wrote {figures}/fig4_curriculum_{args.scale}.{{json,png}}")
     return doc
 
 
@@ -244,7 +218,7 @@ def print_summary(summary: list[dict[str, Any]], scale: Scale) -> None:
         )
 
 
-def draw(doc: dict[str, Any], path: Path) -> None:
+def draw(doc: dict[str, Any], figures: Path) -> None:
     """Four panels: training loss and held-out error vs step (one thin line per seed, the seed mean thick), and the
     per-position error at the two checkpoints (seed mean with the min-max band over seeds) against least squares."""
     settings = doc["config"]["settings"]
@@ -288,10 +262,9 @@ def draw(doc: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=7)
     fig.suptitle(f"Figure 4: meta-level curriculum on active dims, linear regression d={d} (scale {doc['scale']})")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(figures / f"fig4_curriculum_{doc['scale']}.png")
     plt.close(fig)
 
 
 if __name__ == "__main__":
-    sys.exit(guarded(main))
+    common.script(main)

@@ -44,11 +44,8 @@ the claim needs the paper scale.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
-import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,13 +55,14 @@ import jax
 import numpy as np
 
 import tasks
-from icl_meta import evaluate, study
-from icl_meta.cli import guarded
-from icl_meta.metameta import MetaObjective, evaluate_adaptation, time_step
+from experiments import common
+from icl_meta import evaluate
+from icl_meta.metameta import MetaObjective, evaluate_adaptation
 from icl_meta.plotting import plot_panels
-from icl_meta.runs import RunDir, read_json, results_document, write_json
+from icl_meta.runs import RunDir, results_document, run_config
+from icl_meta.timing import compile_steps
 from icl_meta.train import PREQUENTIAL, TEST_STREAM, Objective, TrainConfig, stream_key, train
-from icl_meta.transformer import ICLTransformer, preset
+from icl_meta.transformer import ICLTransformer
 from tasks.domains import DomainRegression
 
 ARMS = ("m2icl", "icl")
@@ -127,9 +125,7 @@ SCALES: dict[str, Scale] = {
 
 
 def learner(scale: Scale) -> ICLTransformer:
-    return ICLTransformer(
-        preset("gpt2", width=scale.width, depth=scale.depth, heads=scale.heads, positions=2 * scale.n)
-    )
+    return common.gpt2(scale.width, scale.depth, scale.heads, scale.n)
 
 
 def family(scale: Scale) -> DomainRegression:
@@ -166,25 +162,21 @@ def train_arm(scale: Scale, arm: str, seed: int, root: Path, progress: bool) -> 
     """Train (or resume, or load) one run; returns its final parameters and history."""
     model, fam, cfg = learner(scale), family(scale), train_config(scale, seed)
     run = RunDir(root / f"{arm}_seed{seed}")
-    config = study.run_config("fig6_metameta", model, fam, cfg)
+    config = run_config("fig6_metameta", model, fam, cfg)
     result = train(model, fam, cfg, run, config, resume=run.config_path.exists(), progress=progress,
                    objective=objective(scale, arm))  # fmt: skip
     history = result.history
-    return result.state.params, {
-        "arm": arm,
-        "seed": seed,
-        "steps": int(result.state.step),
-        "train_wall_s": history[-1]["wall_s"],
-        "step": [r["step"] for r in history],
-        "train_loss": [r["loss"] for r in history],
-        "eval_squared_error": [r["eval_squared_error"] for r in history],  # unadapted, on one training-like domain
-    }
+    columns = common.history_columns(  # eval_squared_error: unadapted, on one training-like domain
+        history, step="step", train_loss="loss", eval_squared_error="eval_squared_error"
+    )
+    info = {"arm": arm, "seed": seed, "steps": int(result.state.step), "train_wall_s": history[-1]["wall_s"]}
+    return result.state.params, {**info, **columns}
 
 
 def adaptation(
     scale: Scale, arm: str, seed: int, params: Any, steps_trained: int, t: int, root: Path, test_seed: int
 ) -> dict[str, np.ndarray]:
-    """The [D, N] errors with and without adaptation on a pool of t tasks, saved in the run directory and reused
+    """The [domains, N] errors with and without adaptation on a pool of t tasks, saved in the run directory and reused
     while the evaluation settings and the trained step are unchanged."""
     settings = {
         "pool": t,
@@ -197,20 +189,21 @@ def adaptation(
         "test_seed": test_seed,
         "trained_step": steps_trained,
     }
-    saved = root / f"{arm}_seed{seed}" / f"adaptation_t{t}.json"
-    if saved.exists() and (cached := read_json(saved))["settings"] == settings:
-        return {k: np.asarray(cached[k]) for k in ("adapted", "unadapted")}
-    values = evaluate_adaptation(
-        learner(scale), family(scale).test_domains(), params, domains=scale.test_domains, pool=t,
-        queries=scale.queries, n=scale.n, steps=scale.adapt_steps(arm), lr=scale.adapt_lr, batch=scale.adapt_batch,
-        key=stream_key(test_seed, TEST_STREAM),
-    )  # fmt: skip
-    write_json(saved, {"settings": settings, **{k: v.tolist() for k, v in values.items()}})
-    return values
+
+    def compute() -> dict[str, list]:
+        values = evaluate_adaptation(
+            learner(scale), family(scale).test_domains(), params, domains=scale.test_domains, pool=t,
+            queries=scale.queries, n=scale.n, steps=scale.adapt_steps(arm), lr=scale.adapt_lr,
+            batch=scale.adapt_batch, key=stream_key(test_seed, TEST_STREAM),
+        )  # fmt: skip
+        return {k: v.tolist() for k, v in values.items()}
+
+    saved = common.cached(root / f"{arm}_seed{seed}" / f"adaptation_t{t}.json", settings, compute)
+    return {k: np.asarray(v) for k, v in saved.items()}
 
 
 def curves_for(scale: Scale, arm: str, seed: int, t: int, values: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """Two tidy records, adapted and not, bootstrapped over domains (rows of the [D, N] arrays)."""
+    """Two tidy records, adapted and not, bootstrapped over domains (rows of the [domains, N] arrays)."""
     labels = {"train": FAMILY, "test": f"{FAMILY}_test", "metric": "squared_error", "kind": "trained"}
     labels["domains"] = scale.test_domains
     return [
@@ -224,29 +217,29 @@ def curves_for(scale: Scale, arm: str, seed: int, t: int, values: dict[str, np.n
 
 def step_times(scale: Scale, root: Path, retime: bool) -> dict[str, Any]:
     """Seconds per step after compilation: the meta-step second and first order, and the plain ICL step, at the
-    scale's sizes, timed over `scan_steps` fused steps (the training's own compiled call, when it ran in this
-    process). Saved in `root` and reused unless `retime` or the settings changed."""
+    scale's sizes, timed over `scan_steps` fused steps (`icl_meta.timing`), with each one's compile time. Saved in
+    `root` and reused unless `retime` or the settings changed."""
     settings = {"scale": dataclasses.asdict(scale), "backend": jax.default_backend(), "devices": len(jax.devices())}
-    settings = json.loads(json.dumps(settings))  # as read back (tuples as lists)
-    saved = root / "step_times.json"
-    if saved.exists() and not retime and (cached := read_json(saved))["settings"] == settings:
-        return cached["times"]
-    model, fam, cfg, k = learner(scale), family(scale), train_config(scale, 0), train_config(scale, 0).scan_steps
-    rows = {
-        "m2icl_second_order": time_step(model, fam, cfg, objective(scale, "m2icl", first_order=False), k),
-        "m2icl_first_order": time_step(model, fam, cfg, objective(scale, "m2icl", first_order=True), k),
-        "icl": time_step(model, fam, cfg, PREQUENTIAL, k),
-    }
-    times = {name: round(row["step_s"], 6) for name, row in rows.items()}
-    times |= {f"{name}_first_call_s": round(row["first_call_s"], 2) for name, row in rows.items()}
-    times |= {
-        "timed_steps": k,
-        "second_over_first_order": round(times["m2icl_second_order"] / times["m2icl_first_order"], 2),
-        "second_order_over_icl": round(times["m2icl_second_order"] / times["icl"], 2),
-    }
-    root.mkdir(parents=True, exist_ok=True)
-    write_json(saved, {"settings": settings, "times": times})
-    return times
+    if retime:
+        (root / "step_times.json").unlink(missing_ok=True)
+
+    def compute() -> dict[str, Any]:
+        model, fam, cfg = learner(scale), family(scale), train_config(scale, 0)
+        arms = {
+            "m2icl_second_order": objective(scale, "m2icl", first_order=False),
+            "m2icl_first_order": objective(scale, "m2icl", first_order=True),
+            "icl": PREQUENTIAL,
+        }
+        times: dict[str, Any] = {"timed_steps": cfg.scan_steps}
+        for name, obj in arms.items():
+            steps = compile_steps(model, fam, cfg, cfg.scan_steps, objective=obj)
+            times[name] = round(1.0 / steps.steps_per_second(), 6)
+            times[f"{name}_compile_s"] = round(steps.compile_s, 2)
+        times["second_over_first_order"] = round(times["m2icl_second_order"] / times["m2icl_first_order"], 2)
+        times["second_order_over_icl"] = round(times["m2icl_second_order"] / times["icl"], 2)
+        return times
+
+    return common.cached(root / "step_times.json", settings, compute)
 
 
 def means(curves: list[dict[str, Any]], seed: int | None, t: int) -> dict[str, float]:
@@ -306,27 +299,13 @@ def t10_checks(by_t: dict[int, dict[str, float]], seed: int | str) -> dict[str, 
     }
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", choices=tuple(SCALES), default="cpu", help="problem size (default cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="first seed; runs use seed..seed+seeds-1, test domains "
-                        "the first seed's test stream (default 0)")  # fmt: skip
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the scale's)")
-    parser.add_argument("--out", type=Path, default=None, help="run directories (default runs/fig6/SCALE)")
-    parser.add_argument("--figures", type=Path, default=Path("figures"), help="results and PNGs (default figures/)")
-    parser.add_argument("--retime", action="store_true", help="measure the step times again even if saved")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    if args.seeds is not None and args.seeds < 1:
-        parser.error(f"--seeds must be >= 1, got {args.seeds}")
-    return args
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+    parser = common.parser(__doc__.splitlines()[0], SCALES, seeds=True)
+    parser.add_argument("--retime", action="store_true", help="measure the step times again even if saved")
+    args = common.parse(parser, argv)
     scale = SCALES[args.scale]
     seeds = list(range(args.seed, args.seed + (args.seeds or scale.seeds)))
-    root = args.out or Path("runs") / "fig6" / args.scale
+    root = common.run_root(args, "fig6")
     t0 = time.perf_counter()
     curves, histories, diffs = [], [], {}
     for seed in seeds:
@@ -352,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "test_family": {"name": FAMILY, **fam.test_domains().hparams()},
         "runs": {
             f"{arm}_seed{s}": {
-                **study.run_config("fig6_metameta", learner(scale), fam, train_config(scale, s)),
+                **run_config("fig6_metameta", learner(scale), fam, train_config(scale, s)),
                 "objective": objective(scale, arm).config(),
             }
             for arm in ARMS
@@ -360,13 +339,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         },
     }
     doc = results_document("fig6_metameta", config, curves, args.seed)
-    doc.update(histories=histories, summary=summary, step_times=times, wall_s=round(time.perf_counter() - t0, 1))
-    figures = Path(args.figures)
-    figures.mkdir(parents=True, exist_ok=True)
-    write_json(figures / f"fig6_metameta_{args.scale}.json", doc)
-    draw(doc, figures / f"fig6_metameta_{args.scale}.png")
+    doc.update(histories=histories, summary=summary, step_times=times)
+    common.finish(doc, args.figures, f"fig6_metameta_{args.scale}", draw, t0)
     print_summary(summary, times)
-    print(f"\nwall time {doc['wall_s']:.0f} s; wrote {figures}/fig6_metameta_{args.scale}.{{json,png}}")
     return doc
 
 
@@ -390,7 +365,7 @@ def print_summary(summary: dict[str, Any], times: dict[str, Any]) -> None:
     )
 
 
-def draw(doc: dict[str, Any], path: Path) -> None:
+def draw(doc: dict[str, Any], figures: Path) -> None:
     """One panel per pool size t: the four learners' per-position curves (one set per seed)."""
     settings = doc["config"]["settings"]
     many = len(doc["config"]["seeds"]) > 1
@@ -407,8 +382,8 @@ def draw(doc: dict[str, Any], path: Path) -> None:
         f"Figure 6: M2-ICL vs ICL on {settings['test_domains']} unseen domains (d={settings['d']}, "
         f"{settings['steps']} outer steps, scale {doc['scale']})\nband: 95% bootstrap interval over domains"
     )
-    plot_panels(panels, path, title)
+    plot_panels(panels, figures / f"fig6_metameta_{doc['scale']}.png", title)
 
 
 if __name__ == "__main__":
-    sys.exit(guarded(main))
+    common.script(main)

@@ -42,20 +42,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from tqdm.auto import tqdm
 
 import tasks
-from icl_meta.episode import LearnerParams, TaskSpec
+from icl_meta.contracts import LearnerParams, TaskSpec
 from icl_meta.errors import ConfigError, require
-from icl_meta.parallel import data_mesh, init_distributed, replicate
+from icl_meta.parallel import data_mesh, init_distributed
 from icl_meta.runs import provenance, write_json
-from icl_meta.train import TRAIN_STREAM, TrainConfig, init_state, stream_key, train_steps
+from icl_meta.timing import compile_steps
+from icl_meta.train import TrainConfig
 from icl_meta.transformer import ICLTransformer, ModelConfig, make_tokens, preset
-from tasks.base import TaskFamily
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +116,7 @@ class LiteralLoop:
 
     config: ModelConfig
     positions: tuple[int, ...]
-    name = "loop"
+    name: ClassVar[str] = "loop"
 
     @property
     def model(self) -> ICLTransformer:
@@ -156,35 +156,6 @@ def matmul_peak(size: int) -> float:
     return 2 * size**3 / best
 
 
-def compile_steps(learner, family: TaskFamily, cfg: TrainConfig, k: int, mesh) -> tuple[Any, Any, float]:
-    state = replicate(init_state(learner, family, cfg), mesh)
-    key = stream_key(cfg.seed, TRAIN_STREAM)
-    t = time.perf_counter()
-    compiled = train_steps.lower(
-        state, key, learner=learner, family=family, cfg=cfg.step_settings(), num_steps=k, mesh=mesh
-    ).compile()
-    return compiled, state, time.perf_counter() - t
-
-
-def cost_flops(compiled) -> float:
-    analysis = compiled.cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, list) else analysis
-    return float(analysis.get("flops", float("nan")))
-
-
-def time_steps(compiled, state, key: jax.Array, k: int, min_time: float) -> float:
-    """Steps per second: one warm-up call, then calls (each blocked on, as the trainer does) for >= min_time s."""
-    state, losses = compiled(state, key)
-    jax.block_until_ready(losses)
-    calls, t = 0, time.perf_counter()
-    while calls < 2 or time.perf_counter() - t < min_time:
-        state, losses = compiled(state, key)
-        jax.block_until_ready(losses)
-        calls += 1
-    require(bool(jnp.isfinite(losses).all()), "non-finite loss while timing")
-    return calls * k / (time.perf_counter() - t)
-
-
 def measure(
     name: str, p: Preset, protocol: str, k: int, peak: float, min_time: float, devices: int = 1, flops: float = 0.0
 ) -> dict[str, Any]:
@@ -192,11 +163,9 @@ def measure(
     family = tasks.get(p.family, **p.family_args)
     cfg = TrainConfig(batch=p.batch, n=p.n, loss_start=p.loss_start)
     require(p.batch % devices == 0, f"batch {p.batch} must be divisible by the {devices} devices")
-    compiled, state, compile_s = compile_steps(learner_for(p, protocol), family, cfg, k, data_mesh(devices))
-    if not flops:
-        require(k == 1, "the FLOPs per step come from a compiled single step (XLA may count a scan's body once)")
-        flops = cost_flops(compiled)
-    steps_per_s = time_steps(compiled, state, stream_key(cfg.seed, TRAIN_STREAM), k, min_time)
+    steps = compile_steps(learner_for(p, protocol), family, cfg, k, data_mesh(devices))
+    flops = flops or steps.flops_per_step()
+    steps_per_s, compile_s = steps.steps_per_second(min_time), steps.compile_s
     return {
         "preset": name,
         "protocol": protocol,
@@ -215,7 +184,7 @@ def measure(
 def single_step_flops(p: Preset, protocol: str) -> float:
     cfg = TrainConfig(batch=p.batch, n=p.n, loss_start=p.loss_start)
     family = tasks.get(p.family, **p.family_args)
-    return cost_flops(compile_steps(learner_for(p, protocol), family, cfg, 1, None)[0])
+    return compile_steps(learner_for(p, protocol), family, cfg, 1).flops_per_step()
 
 
 def protocol_rows(args: argparse.Namespace, peak: float) -> list[dict[str, Any]]:

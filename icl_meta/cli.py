@@ -11,11 +11,9 @@ import ast
 import dataclasses
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-SUMMARY_POSITIONS = (0, 1, 2, 5, 10, 20)
 FIGURES = {  # figure -> its scripts, run in order
     "fig2": ("experiments.fig2_single", "experiments.fig2_mixture"),
     "fig3": ("experiments.fig3_generalization",),
@@ -148,22 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             _import(module)
         commands[args.command](args)
 
+    from icl_meta.errors import guarded
+
     return guarded(run)
-
-
-def guarded(run: Callable[[], Any]) -> int:
-    """Run a command; a bad input or a failed run becomes one line `icl-meta: error: ...` and exit code 2 or 1."""
-    from icl_meta.errors import ConfigError, TrainingError
-
-    try:
-        run()
-    except ConfigError as err:
-        print(f"icl-meta: error: {err}", file=sys.stderr)
-        return 2
-    except (TrainingError, OSError) as err:
-        print(f"icl-meta: error: {err}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def _force_host_devices(count: int) -> None:
@@ -203,6 +188,7 @@ def parse_curriculum(items: list[str] | None) -> Any:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
+    import baselines  # noqa: F401  (registers the learners)
     import tasks
     from icl_meta import learners
     from icl_meta.transformer import PRESETS
@@ -218,21 +204,23 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    import baselines  # noqa: F401  (registers the learners)
     import tasks
+    from experiments import study
     from icl_meta import learners
     from icl_meta.parallel import data_mesh, init_distributed
-    from icl_meta.runs import RunDir
+    from icl_meta.report import write_report
+    from icl_meta.runs import RunDir, run_config
     from icl_meta.train import TrainConfig, train
 
     if args.distributed:
         init_distributed()
-
     family = tasks.get(args.task, **parse_assignments(args.task_arg, "--task-arg"))
     hparams = parse_assignments(args.model_arg, "--model-arg")
-    if args.learner == learners.ICL:
+    if args.learner == "icl":
         hparams["preset"] = args.preset
         hparams.update({k: v for k, v in (("protocol", args.protocol), ("attention", args.attention)) if v})
-    learner = learners.build(args.learner, **hparams)
+    learner = learners.build_for(family.spec, args.learner, **hparams)
     cfg = TrainConfig(
         steps=args.steps,
         batch=args.batch,
@@ -249,61 +237,39 @@ def cmd_train(args: argparse.Namespace) -> None:
         warmup_steps=args.warmup_steps,
         curriculum=parse_curriculum(args.curriculum),
     )
-    config = {
-        "experiment": "train",
-        "task": {"name": family.name, **family.hparams()},
-        "learner": learners.to_config(learner),
-        "train": dataclasses.asdict(cfg),
-    }
+    config = run_config("train", learner, family, cfg)
     mesh = data_mesh(args.devices) if args.devices is not None else None
     run = RunDir(args.out)
-    result = train(learner, family, cfg, run, config, resume=args.resume, progress=not args.no_progress, mesh=mesh)
-    curves = labelled_curves(learner, result.state.params, family, result.episode, family.name, result.curve)
-    write_report(run.path / "results.json", "train", config, curves, cfg.seed, cfg.loss_start, cfg.stop)
-    reached = [r for r in result.history if r["step"] == result.state.step]
-    if reached:
-        metric = next(k for k in reached[-1] if k.startswith("eval_"))
-        print(f"step {reached[-1]['step']}: {metric} {reached[-1][metric]:.4f} in {reached[-1]['wall_s']:.0f} s")
+    with run.locked():
+        result = train(learner, family, cfg, run, config, resume=args.resume, progress=not args.no_progress, mesh=mesh)
+        curves = [result.curve, *study.reference_curves({family.name: result.episode}, {family.name: family})]
+        write_report(run.results_path, "train", config, curves, cfg.seed, (cfg.loss_start, cfg.stop))
+    last = result.history[-1]
+    metric = next(k for k in last if k.startswith("eval_"))
+    print(f"step {last['step']}: {metric} {last[metric]:.4f} in {last['wall_s']:.0f} s")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    import baselines  # noqa: F401  (registers the learners)
     import tasks
-    from icl_meta import learners
-    from icl_meta.checkpoint import Checkpointer
-    from icl_meta.errors import ConfigError
-    from icl_meta.runs import RunDir, read_json
-    from icl_meta.train import EVAL_STREAM, TrainConfig, init_state, stream_key
+    from experiments import study
+    from icl_meta import evaluate
+    from icl_meta.report import write_report
+    from icl_meta.train import EVAL_STREAM, stream_key
 
-    run = RunDir(args.run)
-    if not run.config_path.exists():
-        raise ConfigError(f"{run.path} is not a run directory (no config.json)")
-    config = read_json(run.config_path)
-    learner = learners.from_config(config["learner"])
-    trained_on = tasks.get(**config["task"])
-    cfg = TrainConfig(**config["train"])
+    saved = study.load_run(args.run)
     overrides = parse_assignments(args.task_arg, "--task-arg")
-    family = eval_family(trained_on, args.task, dict(overrides))
-    if family.spec != trained_on.spec:
-        raise ConfigError(
-            f"the run was trained for d={trained_on.spec.d}, C={trained_on.spec.num_classes} ({trained_on.name}); "
-            f"task {family.name} has d={family.spec.d}, C={family.spec.num_classes} "
-            "(set them with --task-arg d=... --task-arg num_classes=...)"
-        )
-    if not run.checkpoint_dir.exists():
-        raise ConfigError(f"{run.checkpoint_dir} holds no checkpoint")
-    checkpointer = Checkpointer(run.checkpoint_dir, create=False)
-    if checkpointer.latest_step() is None:
-        raise ConfigError(f"{run.checkpoint_dir} holds no checkpoint")
-    state = checkpointer.restore(init_state(learner, trained_on, cfg))
-    checkpointer.close()
-    n = args.n or cfg.n
-    episode = family.sample(stream_key(args.seed, EVAL_STREAM), args.tasks, n)
-    labels = {"sigma": family.sigma, "step": int(state.step)}
-    curves = labelled_curves(learner, state.params, family, episode, trained_on.name, extra=labels)
+    family = tasks.evaluation_family(saved.family, args.task, dict(overrides))
+    n = args.n or saved.cfg.n
+    tests = {family.name: family.sample(stream_key(args.seed, EVAL_STREAM), args.tasks, n)}
+    labels: dict[str, Any] = {"sigma": family.sigma, "step": saved.step}
+    curves = evaluate.curves_on(saved.learner, saved.params, tests, {family.name: family.spec},
+                                train=saved.family.name, **labels)  # fmt: skip
+    curves += study.reference_curves(tests, {family.name: family}, **labels)
     suffix = "".join(f"_{k}{v}" for k, v in sorted(overrides.items()))
-    out = args.out or run.path / f"eval_{family.name}{suffix}.json"
-    report = {"train": config, "task": {"name": family.name, **family.hparams()}, "tasks": args.tasks, "n": n}
-    write_report(out, "eval", report, curves, args.seed, cfg.loss_start, cfg.stop)
+    out = args.out or Path(args.run) / f"eval_{family.name}{suffix}.json"
+    report = {"train": saved.config, "task": {"name": family.name, **family.hparams()}, "tasks": args.tasks, "n": n}
+    write_report(out, "eval", report, curves, args.seed, (saved.cfg.loss_start, saved.cfg.stop))
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
@@ -321,58 +287,6 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from experiments import throughput
 
     throughput.main(args.bench_args)
-
-
-def eval_family(trained_on, name: str | None, hparams: dict[str, Any]):
-    """The family to evaluate on: the training family with `hparams` changed, or family `name` with the training
-    family's d (and C, for classification) unless `hparams` say otherwise."""
-    import tasks
-
-    if name is None or name == trained_on.name:
-        return tasks.with_hparams(trained_on, **hparams)
-    fill = {"d": trained_on.d}
-    defaults = {field: default for field, _, default in tasks.describe(name)}
-    if defaults.get("num_classes") is not None:
-        fill["num_classes"] = trained_on.num_classes
-    return tasks.get(name, **{**fill, **hparams})
-
-
-def labelled_curves(
-    learner, params, family, episode, train_name: str, learner_curve=None, extra: dict | None = None
-) -> list[dict[str, Any]]:
-    """The learner's curve and the closed-form references', all on the same held-out tasks."""
-    from icl_meta import evaluate, learners
-
-    spec, metric = family.spec, evaluate.metric_name(family.spec)
-    labels = {"train": train_name, "test": family.name, "metric": metric, **(extra or {})}
-    if learner_curve is None:
-        learner_curve = evaluate.curve(evaluate.per_position(learner, params, spec, episode))
-    curves = [{**learner_curve, **labels, "learner": learner.name, "kind": "trained"}]
-    for ref in learners.references(spec):
-        values = evaluate.per_position(ref, None, spec, episode)
-        curves.append(evaluate.curve(values, **labels, learner=ref.name, kind="reference"))
-    return curves
-
-
-def write_report(path: Path, experiment: str, config: dict, curves: list, seed: int, start: int, stop: int) -> None:
-    from icl_meta import evaluate
-    from icl_meta.plotting import plot_curves
-    from icl_meta.runs import results_document, write_json
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, results_document(experiment, config, curves, seed))
-    title = f"{curves[0]['learner']} trained on {curves[0]['train']}, tested on {curves[0]['test']}"
-    png = plot_curves(curves, path.with_suffix(".png"), title=title, trained=(start, stop))
-    n = len(curves[0]["mean"])
-    start, stop = min(start, n - 1), min(stop, n)
-    shown = sorted({p for p in SUMMARY_POSITIONS if p < n} | {n - 1})
-    header = f"{'learner':<16}" + "".join(f"{'@' + str(p):>8}" for p in shown) + f"{f'mean {start}-{stop - 1}':>12}"
-    print(header)
-    for record in curves:
-        row = "".join(f"{record['mean'][p]:8.3f}" for p in shown)
-        print(f"{record['learner']:<16}{row}{evaluate.mean_over(record, start, stop):12.3f}")
-    print(f"wrote {path} and {png}")
 
 
 if __name__ == "__main__":

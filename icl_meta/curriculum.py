@@ -26,8 +26,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from icl_meta.errors import ConfigError, is_int, require
-from tasks.base import TaskFamily
+from icl_meta.contracts import TaskFamily
+from icl_meta.errors import ConfigError, is_int, require, require_int, require_number
 
 CONTEXT = "n"  # the schedule name of the context length
 SHAPE_FIELDS = ("d", "num_classes")  # set shapes: not schedulable (grow them by masking inside a family)
@@ -48,15 +48,8 @@ class Stepwise:
 
     def __post_init__(self) -> None:
         for name in ("start", "end", "inc"):
-            value = getattr(self, name)
-            require(
-                isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value),
-                f"curriculum: {name} must be a finite number, got {value!r}",
-            )
-        require(
-            is_int(self.interval) and self.interval >= 1,
-            f"curriculum: interval must be an integer >= 1, got {self.interval!r}",
-        )
+            require_number(getattr(self, name), f"curriculum: {name}")
+        require_int(self.interval, "curriculum: interval")
         require(
             self.inc == 0 or (self.end - self.start) * self.inc >= 0,
             f"curriculum: inc={self.inc} moves away from end={self.end} (start={self.start})",
@@ -70,8 +63,8 @@ class Stepwise:
         """The value at `step`: a Python number for a Python int, else a (traced) jnp scalar."""
         lo, hi = min(self.start, self.end), max(self.start, self.end)
         if isinstance(step, int):
-            value = min(max(self.start + self.inc * (step // self.interval), lo), hi)
-            return int(value) if self.integer else float(value)
+            number = min(max(self.start + self.inc * (step // self.interval), lo), hi)
+            return int(number) if self.integer else float(number)
         dtype = jnp.int32 if self.integer else jnp.float32
         value = jnp.asarray(self.start, dtype) + jnp.asarray(self.inc, dtype) * (step // self.interval).astype(dtype)
         return jnp.clip(value, lo, hi).astype(dtype)
@@ -131,7 +124,8 @@ class Curriculum:
                 f"curriculum: {family.name} has no parameter {name!r}; accepted: {', '.join(sorted(fields))}, n",
             )
             for value in ends:
-                dataclasses.replace(family, **{name: value})  # the family's own checks raise a ConfigError
+                changed: dict[str, Any] = {name: value}
+                dataclasses.replace(family, **changed)  # the family's own checks raise a ConfigError
 
     def family_at(self, family: TaskFamily, step: jax.Array) -> TaskFamily:
         """`family` with its scheduled fields set to their (traced) values at `step`. The copy skips the family's

@@ -1,15 +1,17 @@
-"""Per-position metrics for any Learner, with bootstrap intervals over tasks."""
+"""Per-position metrics for any Learner, with bootstrap intervals over tasks, as tidy curve records."""
 
 from __future__ import annotations
 
 import functools
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_meta.episode import Episode, Learner, TaskSpec
+from icl_meta.contracts import Episode, Learner, TaskSpec
 
 
 def metric_name(spec: TaskSpec) -> str:
@@ -29,34 +31,60 @@ def _scores(learner: Learner, params: Any, spec: TaskSpec, x: jax.Array, y: jax.
 
 
 def per_position(learner: Learner, params: Any, spec: TaskSpec, episode: Episode, chunk: int = 512) -> np.ndarray:
-    """The metric of every task at every position, [T, N], computed in chunks of tasks to bound memory."""
-    t = episode.x.shape[0]
+    """The metric of every task at every position, [B, N], computed in chunks of tasks to bound memory."""
+    b = episode.x.shape[0]
     parts = []
-    for start in range(0, t, chunk):  # few chunks, each the same compiled shape except maybe the last
-        sl = slice(start, min(start + chunk, t))
+    for start in range(0, b, chunk):  # few chunks, each the same compiled shape except maybe the last
+        sl = slice(start, min(start + chunk, b))
         parts.append(np.asarray(_scores(learner, params, spec, episode.x[sl], episode.y[sl])))
     return np.concatenate(parts, 0)
 
 
-def bootstrap(values_TN: np.ndarray, resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, list]:
+def bootstrap(values_BN: np.ndarray, resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, list]:
     """Mean over tasks at each position, with a percentile bootstrap interval (tasks resampled with replacement)."""
-    values_TN = np.asarray(values_TN, np.float64)
-    t = values_TN.shape[0]
-    weights_RT = np.random.default_rng(seed).multinomial(t, np.full(t, 1.0 / t), size=resamples)
-    means_RN = weights_RT @ values_TN / t
+    values_BN = np.asarray(values_BN, np.float64)
+    b = values_BN.shape[0]
+    weights_RB = np.random.default_rng(seed).multinomial(b, np.full(b, 1.0 / b), size=resamples)
+    means_RN = weights_RB @ values_BN / b
     alpha = (1.0 - level) / 2.0
     return {
-        "mean": values_TN.mean(0).tolist(),
+        "mean": values_BN.mean(0).tolist(),
         "lo": np.quantile(means_RN, alpha, axis=0).tolist(),
         "hi": np.quantile(means_RN, 1.0 - alpha, axis=0).tolist(),
     }
 
 
-def curve(values_TN: np.ndarray, **labels: Any) -> dict[str, Any]:
+def curve(values_BN: np.ndarray, **labels: Any) -> dict[str, Any]:
     """A tidy curve record: identifying labels, positions 0..N-1, mean and interval."""
-    return {**labels, "positions": list(range(values_TN.shape[1])), **bootstrap(values_TN)}
+    return {**labels, "positions": list(range(values_BN.shape[1])), **bootstrap(values_BN)}
 
 
 def mean_over(record: dict[str, Any], start: int = 0, stop: int | None = None) -> float:
     """Mean of a curve's per-position means over positions [start, stop)."""
     return float(np.mean(record["mean"][start:stop]))
+
+
+def curves_on(
+    learner: Learner,
+    params: Any,
+    tests: Mapping[str, Episode],
+    specs: Mapping[str, TaskSpec],
+    *,
+    train: str | None,
+    kind: str = "trained",
+    **labels: Any,
+) -> list[dict[str, Any]]:
+    """The learner's per-position curve on every test set (tidy records: train, test, learner, metric, kind, and
+    `labels`; trained learners also record the seconds their evaluation took, `eval_s`). `train` is the training
+    family's name (None for a closed-form rule, which nothing trains)."""
+    curves = []
+    for test, episode in tests.items():
+        spec = specs[test]
+        t0 = time.perf_counter()
+        values = per_position(learner, params, spec, episode)
+        timing = {"eval_s": round(time.perf_counter() - t0, 2)} if kind == "trained" else {}
+        curves.append(
+            curve(values, train=train, test=test, learner=learner.name, metric=metric_name(spec), kind=kind,
+                  **timing, **labels)
+        )  # fmt: skip
+    return curves

@@ -1,51 +1,46 @@
-"""Every learner by name: the ICL transformer ("icl") and whatever `baselines` registers."""
+"""Every learner by name: the ICL transformer registers itself as "icl"; `baselines` registers the meta-learners and
+the closed-form algorithms when it is imported (the CLI and the figure scripts import it).
+
+`build(name, **hparams)` makes one, `to_config` / `from_config` write and read it in config.json.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-import baselines
-from icl_meta.episode import Learner, TaskSpec
-from icl_meta.errors import ConfigError
-from icl_meta.transformer import PRESETS, ICLTransformer, ModelConfig, preset
+from icl_meta.contracts import Learner, TaskSpec
+from icl_meta.registry import Registry
 
-ICL = "icl"
-
-
-def names() -> list[str]:
-    return [ICL, *baselines.names()]
+REGISTRY = Registry("learner")
+register = REGISTRY.register
+names = REGISTRY.names
 
 
 def build(name: str, **hparams: Any) -> Learner:
-    """`build("icl", preset="paper", protocol="prefix")` or `build("knn", k=3)`."""
-    if name == ICL:
-        return ICLTransformer(preset(hparams.pop("preset", "paper"), **hparams))
-    if name not in baselines.names():
-        raise ConfigError(f"unknown learner {name!r}; accepted: {', '.join(names())}")
-    return baselines.get(name, **hparams)
+    """`build("icl", preset="paper", protocol="prefix")` or `build("knn", k=3, num_classes=2)`."""
+    return REGISTRY.get(name, **hparams)
+
+
+def build_for(spec: TaskSpec, name: str, **hparams: Any) -> Learner:
+    """`build(name, **hparams)` for tasks of `spec`: a learner that must be told the number of classes (a closed-form
+    classifier) gets the spec's unless `hparams` give it."""
+    fields = {f.name for f in dataclasses.fields(REGISTRY.cls(name))}
+    if "num_classes" in fields and "num_classes" not in hparams and not spec.is_regression:
+        hparams["num_classes"] = spec.num_classes
+    return build(name, **hparams)
 
 
 def to_config(learner: Learner) -> dict[str, Any]:
-    return {"name": learner.name, **dataclasses.asdict(learner)}
+    return {"name": learner.name, **dataclasses.asdict(learner)}  # type: ignore[call-overload]
 
 
 def from_config(config: dict[str, Any]) -> Learner:
     config = dict(config)
-    name = config.pop("name")
-    if name == ICL:
-        return ICLTransformer(ModelConfig(**config["config"]))
-    return baselines.get(name, **config)
+    return build(config.pop("name"), **config)
 
 
-def references(spec: TaskSpec) -> list[Learner]:
-    """The closed-form algorithms drawn beside a trained learner."""
-    if spec.is_regression:
-        return [baselines.get("least_squares")]
-    c = spec.num_classes
-    return [baselines.get(n, num_classes=c) for n in ("ncm", "matching", "averaging")] + [
-        baselines.get("knn", k=1, num_classes=c)
-    ]
+# The ICL transformer is part of the core; importing it registers "icl" (after `register` exists, hence at the end).
+from icl_meta import transformer  # noqa: E402, F401
 
-
-__all__ = ["PRESETS", "build", "from_config", "names", "references", "to_config"]
+__all__ = ["build", "build_for", "from_config", "names", "register", "to_config"]

@@ -4,7 +4,7 @@ Each meta-step draws one domain, `support` and `query` tasks of it, adapts ALL t
 full-batch SGD steps on the support tasks' loss (MSE over all positions: `train.loss_fn`), and returns the query tasks'
 loss under the adapted weights; the trainer differentiates it (through the inner steps: second-order MAML, or
 first-order) and applies its Adam step. So M2-ICL is `train.train(..., objective=MetaObjective(...))`: evaluation,
-checkpoints, resume and logging are the ordinary trainer's. The inner loop is `baselines.maml.adapt`.
+checkpoints, resume and logging are the ordinary trainer's. The inner loop is `icl_meta.inner_loop.adapt`.
 
 Adaptation evaluation (the reference's `ft`, PAPER §11 row 15): on each unseen test domain, plain SGD on all
 parameters with minibatches drawn from a pool of t tasks of that domain, then the per-position squared error on fresh
@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import time
 from typing import Any, ClassVar
 
 import jax
@@ -24,24 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from baselines.maml import adapt
 from icl_meta import evaluate
-from icl_meta.episode import Episode, Learner
-from icl_meta.errors import is_int, require
-from icl_meta.parallel import replicate, shard_batch
-from icl_meta.train import (
-    PREQUENTIAL,
-    TRAIN_STREAM,
-    Objective,
-    TrainConfig,
-    init_state,
-    loss_fn,
-    step_positions,
-    stream_key,
-    train_steps,
-)
-from tasks.base import TaskFamily
-from tasks.domains import is_domain_family
+from icl_meta.contracts import DomainFamily, Episode, Learner, TaskFamily, is_domain_family
+from icl_meta.errors import require, require_bool, require_int, require_number
+from icl_meta.inner_loop import adapt
+from icl_meta.parallel import shard_batch
+from icl_meta.train import TrainConfig, loss_fn, step_positions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,15 +49,9 @@ class MetaObjective:
 
     def __post_init__(self) -> None:
         for field in ("support", "query", "inner_steps"):
-            value = getattr(self, field)
-            require(is_int(value) and value >= 1, f"m2icl: {field} must be an integer >= 1, got {value!r}")
-        require(
-            isinstance(self.inner_lr, int | float) and math.isfinite(self.inner_lr) and self.inner_lr > 0,
-            f"m2icl: inner_lr must be a finite number > 0, got {self.inner_lr!r}",
-        )
-        require(
-            isinstance(self.first_order, bool), f"m2icl: first_order must be True or False, got {self.first_order!r}"
-        )
+            require_int(getattr(self, field), f"m2icl: {field}")
+        require_number(self.inner_lr, "m2icl: inner_lr", above=0)
+        require_bool(self.first_order, "m2icl: first_order")
 
     def check(self, family: TaskFamily, cfg: TrainConfig) -> None:
         require(
@@ -88,7 +68,7 @@ class MetaObjective:
         step: jax.Array,
         *,
         learner: Learner,
-        family: TaskFamily,
+        family: DomainFamily,
         cfg: TrainConfig,
         mesh: Mesh | None,
     ) -> jax.Array:
@@ -133,10 +113,10 @@ def finetune(
     """`steps` plain SGD steps on all parameters, each on min(batch, t) tasks drawn without replacement from the
     pool of t tasks (independently per step; the whole pool every step when t <= batch), loss MSE over all
     positions. Step k's minibatch comes from fold_in(key, k)."""
-    require(is_int(steps) and steps >= 1, f"finetune: steps must be an integer >= 1, got {steps!r}")
+    require_int(steps, "finetune: steps")
     t, n = pool.x.shape[:2]
     m = min(batch, t)
-    idx_SM = jax.vmap(lambda k: jax.random.choice(jax.random.fold_in(key, k), t, (m,), replace=False))(
+    idx_SB = jax.vmap(lambda k: jax.random.choice(jax.random.fold_in(key, k), t, (m,), replace=False))(
         jnp.arange(steps)
     )
     positions = jnp.arange(n)
@@ -144,7 +124,7 @@ def finetune(
     def task_loss(p: Any, minibatch: tuple[jax.Array, jax.Array]) -> jax.Array:
         return loss_fn(learner, family, p, minibatch[0], minibatch[1], positions)
 
-    adapted, _ = adapt(task_loss, params, (pool.x[idx_SM], pool.y[idx_SM]), steps=steps, lr=lr, per_step=True)
+    adapted, _ = adapt(task_loss, params, (pool.x[idx_SB], pool.y[idx_SB]), steps=steps, lr=lr, per_step=True)
     return adapted
 
 
@@ -153,9 +133,9 @@ def finetune(
 )
 def _adaptation_errors(
     learner: Learner,
-    family: TaskFamily,
+    family: DomainFamily,
     params: Any,
-    keys_D: jax.Array,
+    domain_keys: jax.Array,
     *,
     pool: int,
     queries: int,
@@ -184,12 +164,12 @@ def _adaptation_errors(
         return before_N, errors_N(adapted)
 
     # vmap over chunks of domains: parallel where cheap, bounded memory for many domains or query tasks.
-    return jax.lax.map(one_domain, keys_D, batch_size=domain_batch)
+    return jax.lax.map(one_domain, domain_keys, batch_size=domain_batch)
 
 
 def evaluate_adaptation(
     learner: Learner,
-    family: TaskFamily,
+    family: DomainFamily,
     params: Any,
     *,
     domains: int,
@@ -202,50 +182,19 @@ def evaluate_adaptation(
     key: jax.Array,
     domain_batch: int = 8,
 ) -> dict[str, np.ndarray]:
-    """Squared error per domain and position, [D, N] (mean over the query tasks of each domain), on `domains` test
+    """Squared error per domain and position, [domains, N] (mean over the query tasks of each domain), on `domains` test
     domains of `family` (pass `family.test_domains()`), before and after fine-tuning (`finetune`, `steps` steps) on
-    a pool of `pool` tasks of the domain: {"unadapted": [D, N], "adapted": [D, N]} (equal when steps = 0).
+    a pool of `pool` tasks of the domain: {"unadapted": [domains, N], "adapted": [domains, N]} (equal when steps = 0).
 
     Domain i, its pool, its query tasks and its minibatches come from fold_in(key, i) alone, so every learner, pool
     size and number of domains sees the same domains and query tasks."""
     for field, value in (("domains", domains), ("pool", pool), ("queries", queries), ("n", n), ("batch", batch)):
-        require(is_int(value) and value >= 1, f"evaluate_adaptation: {field} must be an integer >= 1, got {value!r}")
-    require(is_int(steps) and steps >= 0, f"evaluate_adaptation: steps must be an integer >= 0, got {steps!r}")
+        require_int(value, f"evaluate_adaptation: {field}")
+    require_int(steps, "evaluate_adaptation: steps", 0)
     require(is_domain_family(family), f"evaluate_adaptation: {family.name!r} has no domains")
-    keys_D = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(domains))
-    before_DN, after_DN = _adaptation_errors(
-        learner, family, params, keys_D, pool=pool, queries=queries, n=n, steps=steps, lr=lr, batch=batch,
+    domain_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(domains))
+    before, after = _adaptation_errors(
+        learner, family, params, domain_keys, pool=pool, queries=queries, n=n, steps=steps, lr=lr, batch=batch,
         domain_batch=min(domain_batch, domains),
     )  # fmt: skip
-    return {"unadapted": np.asarray(before_DN, np.float64), "adapted": np.asarray(after_DN, np.float64)}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Step timing
-
-
-def time_step(
-    learner: Learner, family: TaskFamily, cfg: TrainConfig, objective: Objective = PREQUENTIAL, steps: int = 5
-) -> dict[str, float]:
-    """Seconds per training step under `objective`, after compilation: one call of `steps` fused steps compiles
-    and warms up, a second one is timed. Also the first call's seconds (compile + run, or only the run where this
-    process has compiled the same step before, e.g. in training)."""
-    state, train_key = replicate(init_state(learner, family, cfg), None), stream_key(cfg.seed, TRAIN_STREAM)
-    # Called as `train` calls it (state and key positional), so a step compiled by training is reused.
-    call = functools.partial(
-        train_steps,
-        learner=learner,
-        family=family,
-        cfg=cfg.step_settings(),
-        num_steps=steps,
-        mesh=None,
-        objective=objective,
-    )
-    t0 = time.perf_counter()
-    state, losses = call(state, train_key)
-    jax.block_until_ready(losses)
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    state, losses = call(state, train_key)
-    jax.block_until_ready(losses)
-    return {"step_s": (time.perf_counter() - t0) / steps, "first_call_s": first}
+    return {"unadapted": np.asarray(before, np.float64), "adapted": np.asarray(after, np.float64)}

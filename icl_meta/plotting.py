@@ -71,16 +71,16 @@ def plot_panels(panels: Sequence[Panel], path: Path, title: str = "", ylim: tupl
 
 
 def plot_table(
-    values_RC: np.ndarray, rows: Sequence[str], cols: Sequence[str], path: Path, title: str = "", fmt: str = "{:.3f}"
+    table: np.ndarray, rows: Sequence[str], cols: Sequence[str], path: Path, title: str = "", fmt: str = "{:.3f}"
 ) -> Path:
     """A heat map of a table with its numbers printed in the cells (NaN cells left blank)."""
-    values_RC = np.asarray(values_RC, float)
+    table = np.asarray(table, float)
     fig, ax = plt.subplots(figsize=(1.6 + 1.25 * len(cols), 0.9 + 0.45 * len(rows)), dpi=120)
-    image = ax.imshow(values_RC, cmap="viridis", aspect="auto")
+    image = ax.imshow(table, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(cols)), cols, fontsize=8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
-    mid = np.nanmean(values_RC)
-    for (r, c), value in np.ndenumerate(values_RC):
+    mid = np.nanmean(table)
+    for (r, c), value in np.ndenumerate(table):
         if np.isfinite(value):
             ax.text(c, r, fmt.format(value), ha="center", va="center", fontsize=8, color="k" if value > mid else "w")
     fig.colorbar(image, ax=ax, fraction=0.05)
@@ -148,8 +148,8 @@ class Regions:
     labels_GG: np.ndarray
     extent: tuple[float, float, float, float]
     num_classes: int
-    points_KD: np.ndarray | None = None  # examples drawn on top (the context), coloured by `point_labels_K`
-    point_labels_K: np.ndarray | None = None
+    points_ND: np.ndarray | None = None  # examples drawn on top (the context), coloured by `point_labels_N`
+    point_labels_N: np.ndarray | None = None
     boundary_GG: np.ndarray | None = None  # another labelling of the grid whose class boundaries are drawn as lines
     title: str = ""
 
@@ -169,10 +169,10 @@ def draw_regions(ax: Any, panel: Regions) -> None:
     if panel.boundary_GG is not None:
         xs, ys = np.linspace(x0, x1, g_x), np.linspace(y0, y1, g_y)
         ax.contour(xs, ys, np.asarray(panel.boundary_GG), levels=np.arange(c - 1) + 0.5, colors="k", linewidths=1.0)
-    if panel.points_KD is not None:
-        points_KD = np.asarray(panel.points_KD)
-        point_colors = cmap(norm(np.minimum(np.asarray(panel.point_labels_K), c)))
-        ax.scatter(points_KD[:, 0], points_KD[:, 1], c=point_colors, s=22, edgecolors="k", linewidths=0.6, zorder=3)
+    if panel.points_ND is not None:
+        points_ND = np.asarray(panel.points_ND)
+        point_colors = cmap(norm(np.minimum(np.asarray(panel.point_labels_N), c)))
+        ax.scatter(points_ND[:, 0], points_ND[:, 1], c=point_colors, s=22, edgecolors="k", linewidths=0.6, zorder=3)
     ax.set_xlim(edges[0], edges[1])
     ax.set_ylim(edges[2], edges[3])
     ax.set_aspect("equal")

@@ -1,4 +1,4 @@
-"""A by-name registry of frozen-dataclass classes (task families, learners): `register`, `get`, `names`."""
+"""A by-name registry of classes (task families, learners): `register`, `get`, `names`, `cls`."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ class Registry:
         self._classes: dict[str, type] = {}
 
     def register(self, name: str):
-        """Class decorator: make a dataclass available as `get(name)`; sets `cls.name`."""
+        """Class decorator: make a dataclass available as `get(name)`; sets `cls.name` (its one statement of its
+        name)."""
 
         def wrap(cls: type) -> type:
             if name in self._classes and self._classes[name] is not cls:
                 raise ValueError(f"{self.kind} {name!r} is already registered by {self._classes[name].__qualname__}")
-            cls.name = name
+            cls.name = name  # type: ignore[attr-defined]
             self._classes[name] = cls
             return cls
 
@@ -34,11 +35,22 @@ class Registry:
         return self._classes[name]
 
     def get(self, name: str, **hparams: Any) -> Any:
-        """An instance of the class registered as `name` (unknown hyper-parameters are an error)."""
+        """An instance of the class registered as `name`: `cls.from_hparams(**hparams)` where the class defines it,
+        else `cls(**hparams)`. Unknown or missing hyper-parameters are a ConfigError naming them."""
         cls = self.cls(name)
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(hparams) - fields)
+        factory = getattr(cls, "from_hparams", None)
+        if factory is not None:
+            return factory(**hparams)
+        fields = dataclasses.fields(cls)
+        unknown = sorted(set(hparams) - {f.name for f in fields})
         if unknown:
-            accepted = ", ".join(sorted(fields)) or "(none)"
+            accepted = ", ".join(sorted(f.name for f in fields)) or "(none)"
             raise ConfigError(f"{name}: unknown parameter(s) {', '.join(unknown)}; accepted: {accepted}")
+        missing = [f.name for f in fields if f.name not in hparams and _required(f)]
+        if missing:
+            raise ConfigError(f"{name}: {', '.join(missing)} must be given (no default)")
         return cls(**hparams)
+
+
+def _required(field: dataclasses.Field) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING

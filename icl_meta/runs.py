@@ -1,18 +1,24 @@
-"""A run directory: config.json (written first), metrics.jsonl, results.json, provenance, figures."""
+"""A run directory: config.json (written first), metrics.jsonl, results.json, checkpoints, provenance, and the lock
+that keeps one writer per directory."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import fcntl
 import json
 import os
 import platform
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jax
 
+from icl_meta import learners
+from icl_meta.contracts import Learner, TaskFamily
 from icl_meta.errors import ConfigError
 
 
@@ -81,6 +87,34 @@ class RunDir:
     def checkpoint_dir(self) -> Path:
         return self.path / "checkpoints"
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path / "run.lock"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the directory's lock while writing it: a writer in another process gets a one-line ConfigError
+        naming the holder's pid. Re-entrant within a process. The lock is an flock on `run.lock`, which the
+        operating system releases when its process ends, so the lock file of a dead process is simply taken over;
+        the file is removed on release."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"--out {self.path} is a file, not a directory")
+        key = str(self.path.resolve())
+        if key in _HELD:  # this process holds it already
+            _HELD[key][1] += 1
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            _HELD[key] = [_acquire(self.lock_path), 1]
+        try:
+            yield
+        finally:
+            _HELD[key][1] -= 1
+            if _HELD[key][1] == 0:
+                fd, _ = _HELD.pop(key)
+                with contextlib.suppress(FileNotFoundError):
+                    self.lock_path.unlink()
+                os.close(fd)  # closing releases the flock
+
     def start(self, config: dict[str, Any], resume: bool) -> None:
         """Create the directory and write config.json first; on resume, the saved config must match."""
         if resume:
@@ -94,10 +128,10 @@ class RunDir:
                 )
             write_json(self.config_path, config)  # only the step budget may have changed
             return
-        if self.config_path.exists():
-            raise ConfigError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"--out {self.path} is a file, not a directory")
+        if self.config_path.exists():
+            raise ConfigError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
         self.path.mkdir(parents=True, exist_ok=True)
         write_json(self.config_path, config)
 
@@ -119,6 +153,44 @@ class RunDir:
         return [json.loads(ln) for ln in self.metrics_path.read_text().splitlines() if ln.strip()]
 
 
+_HELD: dict[str, list[int]] = {}  # run directories this process has locked: [fd, depth]
+
+
+def _acquire(path: Path) -> int:
+    """An fd holding an exclusive flock on `path`, which holds this process's pid; ConfigError if another holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(
+                f"{path.parent} is being written by another process (pid {holder}, lock {path.name}); "
+                "wait for it to finish or stop it"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:  # the holder removed it between our open and our lock: try again
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)
+
+
+def run_config(experiment: str, learner: Learner, family: TaskFamily, train: Any) -> dict[str, Any]:
+    """The config.json of a training run (what `icl-meta train` and the figure scripts write; a resume must match
+    it): the experiment, the task family, the learner and the training config (a dataclass)."""
+    return {
+        "experiment": experiment,
+        "task": {"name": family.name, **family.hparams()},
+        "learner": learners.to_config(learner),
+        "train": dataclasses.asdict(train),
+    }
+
+
 def _differences(saved: Any, new: Any, prefix: str = "") -> list[str]:
     """Dotted paths of the values that differ between two configs, e.g. ['train.lr']."""
     if isinstance(saved, dict) and isinstance(new, dict):
@@ -135,6 +207,7 @@ NEUTRAL_SETTINGS = {
     "train.curriculum": None,
     "learner.config.block": "paper",
     "learner.config.positions": None,
+    "learner.config.scan_layers": False,
 }
 
 
@@ -146,7 +219,7 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
         config["train"].pop("steps", None)
     for path, neutral in NEUTRAL_SETTINGS.items():
         *parents, key = path.split(".")
-        node = config
+        node: Any = config
         for parent in parents:
             node = node.get(parent) if isinstance(node, dict) else None
         if isinstance(node, dict) and key in node and node[key] == neutral:

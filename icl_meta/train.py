@@ -26,12 +26,11 @@ from tqdm.auto import tqdm
 
 from icl_meta import evaluate
 from icl_meta.checkpoint import Checkpointer
+from icl_meta.contracts import DomainFamily, Episode, Learner, TaskFamily
 from icl_meta.curriculum import Curriculum
-from icl_meta.episode import Episode, Learner
-from icl_meta.errors import TrainingError, require
+from icl_meta.errors import TrainingError, require, require_int, require_number
 from icl_meta.parallel import replicate, shard_batch
 from icl_meta.runs import RunDir
-from tasks.base import TaskFamily
 
 TRAIN_STREAM, EVAL_STREAM, INIT_STREAM, TEST_STREAM = 0, 1, 2, 3  # TEST: the test sets of figure scripts
 
@@ -55,9 +54,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "n", "scan_steps", "eval_every", "eval_tasks"):
-            value = getattr(self, name)
-            require(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
-        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+            require_int(getattr(self, name), name)
+        require_number(self.lr, "lr", above=0)
         require(0 <= self.loss_start < self.stop, f"loss_start must be in [0, {self.stop}), got {self.loss_start}")
         require(self.stop <= self.n, f"loss_stop must be <= n={self.n}, got {self.loss_stop}")
         if self.positions_per_step is not None:
@@ -66,10 +64,7 @@ class TrainConfig:
                 1 <= self.positions_per_step <= span,
                 f"positions_per_step must be in [1, {span}] (the loss range), got {self.positions_per_step}",
             )
-        require(
-            isinstance(self.warmup_steps, int) and self.warmup_steps >= 0,
-            f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}",
-        )
+        require_int(self.warmup_steps, "warmup_steps", 0)
         if isinstance(self.curriculum, dict):  # read back from config.json
             object.__setattr__(self, "curriculum", Curriculum.from_dict(self.curriculum))
         require(
@@ -113,7 +108,7 @@ def init_state(learner: Learner, family: TaskFamily, cfg: TrainConfig) -> TrainS
 
 def loss_fn(
     learner: Learner,
-    family: TaskFamily,
+    family: TaskFamily | DomainFamily,
     params: Any,
     x: jax.Array,
     y: jax.Array,
@@ -263,12 +258,31 @@ def train(
     until: int | None = None,
     objective: Objective = PREQUENTIAL,
 ) -> TrainResult:
-    """Train, evaluating every `cfg.eval_every` steps; with a run directory, log, checkpoint and resume.
+    """Train, evaluating every `cfg.eval_every` steps; with a run directory, log, checkpoint and resume, holding the
+    directory's lock (a second writer is refused).
 
     `until` stops early at that step (as an interruption would); `--resume` later continues to `cfg.steps`
     and ends with the same parameters as an uninterrupted run. A non-default `objective` is recorded in
     config.json (key "objective"), so a resume with another objective is refused.
     """
+    if run is None:
+        return _train(learner, family, cfg, None, config, resume, progress, mesh, until, objective)
+    with run.locked():
+        return _train(learner, family, cfg, run, config, resume, progress, mesh, until, objective)
+
+
+def _train(
+    learner: Learner,
+    family: TaskFamily,
+    cfg: TrainConfig,
+    run: RunDir | None,
+    config: dict[str, Any] | None,
+    resume: bool,
+    progress: bool,
+    mesh: Mesh | None,
+    until: int | None,
+    objective: Objective,
+) -> TrainResult:
     spec = family.spec
     metric = evaluate.metric_name(spec)
     objective.check(family, cfg)
@@ -350,5 +364,7 @@ def train(
         checkpointer.close()
     if values is None or history[-1]["step"] != step:  # not evaluated at this step yet
         values = evaluate.per_position(learner, state.params, spec, episode)
-    curve = evaluate.curve(values, learner=getattr(learner, "name", "learner"), metric=metric, step=step)
+    curve = evaluate.curve(
+        values, train=family.name, test=family.name, learner=learner.name, metric=metric, kind="trained", step=step
+    )
     return TrainResult(state=state, curve=curve, history=history, episode=episode)

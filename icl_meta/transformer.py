@@ -13,8 +13,9 @@ zeroed. Two context protocols compute all N predictions of a sequence in one cal
   tokens. Both kinds of token are zero-padded to max(d, label width): x~ = [x, 0..], y~ = [y, 0..] (regression) or
   [onehot_2C(y), 0..], so for regression the tokens are exactly Garg's (y in the first of d coordinates).
 
-Attention kinds: `linear`, the paper's softmax-kernel linear attention (q: softmax over features times e^-1/2;
-k: softmax over the sequence; no output projection for one head), and `softmax`, standard scaled dot-product.
+Attention kinds (the kernels are in `icl_meta.attention`): `linear`, the paper's softmax-kernel linear attention (q:
+softmax over features times E^-1/2; k: softmax over the sequence; no output projection for one head), and `softmax`,
+standard scaled dot-product.
 The `paper` preset is the reference "ICLer": width d+2C (no embedding, no positions, no layer norm), 8 layers of
 [attention + FF(4x, exact GELU)] with residuals, read-out Linear(width, 2C) without bias: 3,432 parameters for
 d=2, C=2, initialised as PyTorch's nn.Linear. The `gpt2` preset is Garg et al.'s GPT-2 backbone (PAPER.md section 7.1):
@@ -34,12 +35,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from einops import rearrange
 from flax import nnx
 
-from icl_meta.episode import LearnerParams, TaskSpec
-from icl_meta.errors import ConfigError, is_int, require
+from icl_meta.attention import CAUSAL_PAIRS, KERNELS, CausalPairs, Mask
+from icl_meta.contracts import LearnerParams, TaskSpec
+from icl_meta.errors import ConfigError, require, require_bool, require_choice, require_int
+from icl_meta.learners import register
 
-ATTENTIONS = ("linear", "softmax")
+ATTENTIONS = tuple(KERNELS)
 PROTOCOLS = ("causal", "prefix", "interleaved")
 BLOCKS = ("paper", "gpt2")
 GPT2_STD = 0.02  # GPT-2's initializer_range
@@ -55,24 +59,17 @@ class ModelConfig:
     ff_mult: int = 4
     block: str = "paper"  # "paper": residual [attention, FF] without norms; "gpt2": pre-LN GPT-2 blocks
     positions: int | None = None  # learned absolute position embeddings (GPT-2's n_positions); None: none
+    scan_layers: bool = False  # True: the identical layers as one lax.scan (one layer in the program)
 
     def __post_init__(self) -> None:
-        require(
-            self.attention in ATTENTIONS, f"attention must be one of {', '.join(ATTENTIONS)}, got {self.attention!r}"
-        )
-        require(self.protocol in PROTOCOLS, f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        require_choice(self.attention, "attention", ATTENTIONS)
+        require_choice(self.protocol, "protocol", PROTOCOLS)
         for name in ("depth", "heads", "ff_mult"):
-            value = getattr(self, name)
-            require(is_int(value) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
-        require(
-            self.width is None or (is_int(self.width) and self.width >= 1),
-            f"width must be None or an integer >= 1, got {self.width!r}",
-        )
-        require(self.block in BLOCKS, f"block must be one of {', '.join(BLOCKS)}, got {self.block!r}")
-        require(
-            self.positions is None or (is_int(self.positions) and self.positions >= 1),
-            f"positions must be None or an integer >= 1, got {self.positions!r}",
-        )
+            require_int(getattr(self, name), name)
+        require_int(self.width, "width", none_ok=True)
+        require_choice(self.block, "block", BLOCKS)
+        require_int(self.positions, "positions", none_ok=True)
+        require_bool(self.scan_layers, "scan_layers")
 
 
 PRESETS: dict[str, ModelConfig] = {
@@ -96,7 +93,7 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
 
 
 def label_width(spec: TaskSpec) -> int:
-    return 1 if spec.is_regression else 2 * spec.num_classes
+    return 1 if spec.is_regression else 2 * spec.classes
 
 
 def token_width(spec: TaskSpec, protocol: str = "causal") -> int:
@@ -137,8 +134,7 @@ def gpt2_linear(fan_in: int, fan_out: int, *, std: float = GPT2_STD, rngs: nnx.R
 
 
 class Attention(nnx.Module):
-    """Masked multi-head attention over [..., L, W] with a boolean mask [..., L, L] (query i, key j), or
-    [..., 1, L] when every query sees the same keys.
+    """Masked multi-head attention over [..., L, W] with a mask (see `icl_meta.attention`).
 
     `residual_std` None: the paper's attention (PyTorch init, no biases, no output projection for one head);
     else GPT-2's (biases, N(0, 0.02) init, an output projection initialised with N(0, residual_std))."""
@@ -153,100 +149,14 @@ class Attention(nnx.Module):
             self.q, self.k, self.v = (gpt2_linear(width, width, rngs=rngs) for _ in range(3))
             self.out = gpt2_linear(width, width, std=residual_std, rngs=rngs)
 
-    def __call__(self, h_LW: jax.Array, mask_LL: jax.Array | str) -> jax.Array:
-        q, k, v = (self._split_heads(f(h_LW)) for f in (self.q, self.k, self.v))  # [..., H, L, e]
-        mask = mask_LL if isinstance(mask_LL, str) else mask_LL[..., None, :, :]  # broadcast over heads
-        attend = linear_attention if self.kind == "linear" else softmax_attention
-        o = attend(q, k, v, mask)
-        o = jnp.moveaxis(o, -3, -2).reshape(h_LW.shape)  # [..., L, H*e]
-        return o if self.out is None else self.out(o)
-
-    def _split_heads(self, t_LW: jax.Array) -> jax.Array:
-        t = t_LW.reshape(*t_LW.shape[:-1], self.heads, -1)
-        return jnp.moveaxis(t, -2, -3)
-
-
-CAUSAL_PAIRS = "causal_pairs"  # mask of the one-pass layout [context 0..N-1, query 0..N-1]; see causal_mask
-
-
-def linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | str) -> jax.Array:
-    """The reference's linear attention, generalised to a mask: q~ = softmax_features(q) e^-1/2 and, for each
-    query i, the keys' sequence softmax is taken over the keys visible to i:
-    out_i = sum_f q~_if sum_{j in V(i)} softmax_{j in V(i)}(k_jf) v_j.
-
-    - mask [..., 1, L]: every query sees the same keys (a bidirectional pass): the reference's `q (k^T v)`.
-    - CAUSAL_PAIRS: the causal one-pass layout (see `_linear_causal_pairs`).
-    - mask [..., L, L]: any mask, with the softmax per (query, feature), [..., L, L, e] (slow; for tests).
-    """
-    e = q.shape[-1]
-    q = jax.nn.softmax(q, axis=-1) * e**-0.5
-    if isinstance(mask, str):
-        return _linear_causal_pairs(q, k, v)
-    if mask.shape[-2] == 1:
-        k = jax.nn.softmax(jnp.where(mask[..., 0, :, None], k, -jnp.inf), axis=-2)  # over the sequence
-        return q @ (jnp.swapaxes(k, -1, -2) @ v)  # [..., L, e] @ [..., e, e]
-    w = jax.nn.softmax(jnp.where(mask[..., None], k[..., None, :, :], -jnp.inf), axis=-2)  # [..., Lq, Lk, e]
-    return jnp.einsum("...if,...ijf->...ij", q, w) @ v
-
-
-def _combine(a: tuple, b: tuple) -> tuple:
-    """Merge two online-softmax states (max m [.., e], normaliser z [.., e], sum S [.., e, e] of exp(k - m) v)."""
-    (m1, z1, s1), (m2, z2, s2) = a, b
-    m = jnp.maximum(m1, m2)
-    w1, w2 = jnp.exp(m1 - m), jnp.exp(m2 - m)
-    return m, w1 * z1 + w2 * z2, w1[..., None] * s1 + w2[..., None] * s2
-
-
-SAFE_SPREAD = 30.0  # the dense path's weights and their gradients (~exp(2 x spread)) stay far from float32 limits
-
-
-def _linear_causal_pairs(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """Context token a sees context 0..a; query i sees context 0..i-1 and itself. q is already normalised.
-
-    Fast path: one shift per sequence and feature and dense masked matmuls, exact while every key feature spreads
-    by less than SAFE_SPREAD over the sequence (beyond ~44, a normaliser's square underflows in the backward pass).
-    Otherwise (trained weights can produce logits hundreds apart) the whole batch takes the scan of per-prefix
-    online-softmax states, which is exact for any spread."""
-    spread = jnp.max(k, axis=-2) - jnp.min(k, axis=-2)
-    return jax.lax.cond(jnp.all(spread < SAFE_SPREAD), _causal_pairs_dense, _causal_pairs_scan, q, k, v)
-
-
-def _causal_pairs_dense(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """out_i = sum_j [j visible to i] (sum_f q_if e_jf / z_if) v_j with e = exp(k - max_seq k), z_i = sum_j e_j:
-    three [L, L]-sized matmuls per sequence (batch and positions are the large dimensions at width ~6)."""
-    mask_LL = causal_mask(q.shape[-2] // 2).astype(q.dtype)
-    e = jnp.exp(k - jax.lax.stop_gradient(jnp.max(k, axis=-2, keepdims=True)))  # softmax is shift-invariant
-    z = jnp.einsum("ij,...jf->...if", mask_LL, e)
-    weights_LL = (q / z) @ jnp.swapaxes(e, -1, -2)
-    return (weights_LL * mask_LL) @ v
-
-
-def _causal_pairs_scan(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """The same in O(N) memory by an associative scan of online-softmax prefix states; safe for any spread."""
-    n = q.shape[-2] // 2
-    axis = q.ndim - 2
-
-    def own(k_: jax.Array, v_: jax.Array) -> tuple:  # the state of a single key
-        return k_, jnp.ones_like(k_), jnp.broadcast_to(v_[..., None, :], (*v_.shape, v_.shape[-1]))
-
-    m, z, s = jax.lax.associative_scan(_combine, own(k[..., :n, :], v[..., :n, :]), axis=axis)
-    out_ctx = jnp.einsum("...f,...fg->...g", q[..., :n, :] / z, s)
-
-    def exclusive(t: jax.Array, fill: float) -> jax.Array:  # the state before each position
-        pad = jnp.full_like(jax.lax.slice_in_dim(t, 0, 1, axis=axis), fill)
-        return jnp.concatenate([pad, jax.lax.slice_in_dim(t, 0, n - 1, axis=axis)], axis=axis)
-
-    before = (exclusive(m, -1e30), exclusive(z, 0.0), exclusive(s, 0.0))  # finite "empty" max: no inf - inf
-    _, zq, sq = _combine(before, own(k[..., n:, :], v[..., n:, :]))
-    out_qry = jnp.einsum("...f,...fg->...g", q[..., n:, :] / zq, sq)
-    return jnp.concatenate([out_ctx, out_qry], axis=-2)
-
-
-def softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | str) -> jax.Array:
-    if isinstance(mask, str):
-        mask = causal_mask(q.shape[-2] // 2)
-    scores = (q @ jnp.swapaxes(k, -1, -2)) / math.sqrt(q.shape[-1])
-    return jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=-1) @ v
+    def __call__(self, h_LW: jax.Array, mask: Mask) -> jax.Array:
+        q_HLE, k_HLE, v_HLE = (
+            rearrange(f(h_LW), "... l (h e) -> ... h l e", h=self.heads) for f in (self.q, self.k, self.v)
+        )
+        head_mask = mask if isinstance(mask, CausalPairs) else mask[..., None, :, :]  # broadcast over heads
+        o_HLE = KERNELS[self.kind](q_HLE, k_HLE, v_HLE, head_mask)
+        o_LW = rearrange(o_HLE, "... h l e -> ... l (h e)")
+        return o_LW if self.out is None else self.out(o_LW)
 
 
 class FeedForward(nnx.Module):
@@ -267,7 +177,7 @@ class FeedForward(nnx.Module):
 
 
 class Network(nnx.Module):
-    """Residual stack [attention, feed-forward] x depth over tokens [..., L, T] -> outputs [..., L, O].
+    """Residual stack [attention, feed-forward] x depth over tokens [..., L, W] -> outputs [..., L, O].
 
     block "paper": h += attention(h); h += FF(h). block "gpt2": h += attention(LN(h)); h += FF(LN(h)), then a final LN.
     """
@@ -292,14 +202,13 @@ class Network(nnx.Module):
         self.feed_forward = nnx.List(
             [FeedForward(width, config.ff_mult, residual_std=residual_std, rngs=rngs) for _ in range(config.depth)]
         )
-        if gpt2:
-            self.norms = nnx.List([nnx.LayerNorm(width, epsilon=1e-5, rngs=rngs) for _ in range(2 * config.depth + 1)])
-        else:
-            self.norms = None
+        norms = [nnx.LayerNorm(width, epsilon=1e-5, rngs=rngs) for _ in range(2 * config.depth + 1)] if gpt2 else None
+        self.norms: nnx.List | None = None if norms is None else nnx.List(norms)
         self.read_out = torch_linear(width, output_width(spec), use_bias=gpt2, rngs=rngs)
+        self.scan_layers = config.scan_layers
 
-    def __call__(self, tokens_LT: jax.Array, mask_LL: jax.Array | str) -> jax.Array:
-        h = tokens_LT if self.read_in is None else self.read_in(tokens_LT)
+    def __call__(self, tokens_LW: jax.Array, mask: Mask) -> jax.Array:
+        h = tokens_LW if self.read_in is None else self.read_in(tokens_LW)
         if self.positions is not None:
             length = h.shape[-2]
             if length > self.positions.num_embeddings:
@@ -308,11 +217,44 @@ class Network(nnx.Module):
                     "(raise the model's `positions`)"
                 )
             h = h + self.positions.embedding[:length]
-        norm = (lambda i, t: t) if self.norms is None else (lambda i, t: self.norms[i](t))
-        for layer, (attention, feed_forward) in enumerate(zip(self.attention, self.feed_forward, strict=True)):
-            h = h + attention(norm(2 * layer, h), mask_LL)
-            h = h + feed_forward(norm(2 * layer + 1, h))
-        return self.read_out(norm(-1, h))
+        norms = self.norms
+        layers = [
+            (
+                attention,
+                feed_forward,
+                None if norms is None else norms[2 * i],
+                None if norms is None else norms[2 * i + 1],
+            )
+            for i, (attention, feed_forward) in enumerate(zip(self.attention, self.feed_forward, strict=True))
+        ]
+        if self.scan_layers and len(layers) > 1:
+            h = _scan_layers(layers, h, mask)
+        else:
+            for layer in layers:
+                h = _apply_layer(layer, h, mask)
+        return self.read_out(h if norms is None else norms[-1](h))
+
+
+Layer = tuple[Attention, "FeedForward", nnx.LayerNorm | None, nnx.LayerNorm | None]
+
+
+def _apply_layer(layer: Layer, h: jax.Array, mask: Mask) -> jax.Array:
+    """h += attention(norm(h)); h += FF(norm(h)) (no norms in the paper's block)."""
+    attention, feed_forward, attention_norm, ff_norm = layer
+    h = h + attention(h if attention_norm is None else attention_norm(h), mask)
+    return h + feed_forward(h if ff_norm is None else ff_norm(h))
+
+
+def _scan_layers(layers: list[Layer], h: jax.Array, mask: Mask) -> jax.Array:
+    """The identical layers as one `lax.scan` over their stacked weights: the program (and its compile time) holds
+    one layer instead of `depth`. The parameters keep their per-layer layout, so checkpoints do not change."""
+    graphdef, _ = nnx.split(layers[0])
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(nnx.split(layer)[1] for layer in layers))
+
+    def body(h: jax.Array, state: nnx.State) -> tuple[jax.Array, None]:
+        return _apply_layer(nnx.merge(graphdef, state), h, mask), None
+
+    return jax.lax.scan(body, h, stacked)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -327,53 +269,41 @@ def label_features(y_BN: jax.Array, spec: TaskSpec, dtype: Any = jnp.float32) ->
 
 
 def make_tokens(x_BND: jax.Array, y_BN: jax.Array, spec: TaskSpec) -> tuple[jax.Array, jax.Array]:
-    """Context tokens [x ; label] and query tokens [x ; 0], both [B, N, T]."""
-    label = label_features(y_BN, spec, x_BND.dtype)
-    return jnp.concatenate([x_BND, label], -1), jnp.concatenate([x_BND, jnp.zeros_like(label)], -1)
+    """Context tokens [x ; label] and query tokens [x ; 0], both [B, N, W]."""
+    label_BNO = label_features(y_BN, spec, x_BND.dtype)
+    return jnp.concatenate([x_BND, label_BNO], -1), jnp.concatenate([x_BND, jnp.zeros_like(label_BNO)], -1)
 
 
 def interleaved_tokens(x_BND: jax.Array, y_BN: jax.Array, spec: TaskSpec) -> jax.Array:
-    """[B, 2N, T]: x~_1, y~_1, x~_2, y~_2, ..., each zero-padded to T = max(d, label width)."""
-    t = token_width(spec, "interleaved")
-    label = label_features(y_BN, spec, x_BND.dtype)
+    """[B, 2N, W]: x~_1, y~_1, x~_2, y~_2, ..., each zero-padded to W = max(d, label width)."""
+    w = token_width(spec, "interleaved")
+    label_BNO = label_features(y_BN, spec, x_BND.dtype)
 
     def pad(a: jax.Array) -> jax.Array:
-        return jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, t - a.shape[-1])])
+        return jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, w - a.shape[-1])])
 
-    b, n, _ = x_BND.shape
-    return jnp.stack([pad(x_BND), pad(label)], axis=2).reshape(b, 2 * n, t)
-
-
-def causal_mask(n: int) -> jax.Array:
-    """[2N, 2N] mask of the one-pass layout [context 0..N-1, query 0..N-1]."""
-    i = jnp.arange(n)
-    ctx_ctx = i[None, :] <= i[:, None]
-    qry_ctx = i[None, :] < i[:, None]
-    eye = jnp.eye(n, dtype=bool)
-    top = jnp.concatenate([ctx_ctx, jnp.zeros((n, n), bool)], 1)
-    bottom = jnp.concatenate([qry_ctx, eye], 1)
-    return jnp.concatenate([top, bottom], 0)
+    return rearrange([pad(x_BND), pad(label_BNO)], "two b n w -> b (n two) w")
 
 
-def run_causal(net: Network, ctx_BNT: jax.Array, qry_BNT: jax.Array) -> jax.Array:
-    n = ctx_BNT.shape[1]
-    out = net(jnp.concatenate([ctx_BNT, qry_BNT], 1), CAUSAL_PAIRS)
-    return out[:, n:]  # [B, N, O]
+def run_causal(net: Network, ctx_BNW: jax.Array, qry_BNW: jax.Array) -> jax.Array:
+    n = ctx_BNW.shape[1]
+    out_BLO = net(jnp.concatenate([ctx_BNW, qry_BNW], 1), CAUSAL_PAIRS)
+    return out_BLO[:, n:]  # [B, N, O]
 
 
 def run_interleaved(net: Network, x_BND: jax.Array, y_BN: jax.Array, spec: TaskSpec) -> jax.Array:
     """One causal pass over the interleaved sequence; the output at x~_i sees x_1, y_1, ..., x_i: [B, N, O]."""
-    tokens = interleaved_tokens(x_BND, y_BN, spec)
-    length = tokens.shape[1]
+    tokens_BLW = interleaved_tokens(x_BND, y_BN, spec)
+    length = tokens_BLW.shape[1]
     mask_LL = jnp.tril(jnp.ones((length, length), bool))
-    return net(tokens, mask_LL)[:, ::2]
+    return net(tokens_BLW, mask_LL)[:, ::2]
 
 
 PREFIX_BUCKETS = 8  # more buckets: less padding, more (smaller) passes
 
 
 def run_prefix(
-    net: Network, ctx_BNT: jax.Array, qry_BNT: jax.Array, positions_P: jax.Array, buckets: int = PREFIX_BUCKETS
+    net: Network, ctx_BNW: jax.Array, qry_BNW: jax.Array, positions_P: jax.Array, buckets: int = PREFIX_BUCKETS
 ) -> jax.Array:
     """One bidirectional pass per prefix length i in `positions` (distinct), batched as [B, P, L] with a key mask.
 
@@ -382,7 +312,7 @@ def run_prefix(
     the token work is about (1 + 1/buckets) x the literal loop's instead of 2x for one [P, N] padding. Works for
     traced positions (the bounds depend only on P and N). When bucketing would save less than 20% (a few positions
     out of many), one padded pass is used."""
-    n, p = ctx_BNT.shape[1], positions_P.shape[0]
+    n, p = ctx_BNW.shape[1], positions_P.shape[0]
     order_P = jnp.argsort(positions_P)
     sorted_P = positions_P[order_P]
     bounds = np.linspace(0, p, min(buckets, p) + 1).round().astype(int)
@@ -391,21 +321,21 @@ def run_prefix(
     outs = []
     for r0, r1 in itertools.pairwise(bounds):
         length = n - p + r1
-        outs.append(_prefix_pass(net, ctx_BNT[:, :length], qry_BNT[:, :length], sorted_P[r0:r1]))
+        outs.append(_prefix_pass(net, ctx_BNW[:, :length], qry_BNW[:, :length], sorted_P[r0:r1]))
     out_BPO = jnp.concatenate(outs, axis=1)
     return jnp.take(out_BPO, jnp.argsort(order_P), axis=1)  # back to the callers' order
 
 
-def _prefix_pass(net: Network, ctx_BLT: jax.Array, qry_BLT: jax.Array, positions_P: jax.Array) -> jax.Array:
+def _prefix_pass(net: Network, ctx_BLW: jax.Array, qry_BLW: jax.Array, positions_P: jax.Array) -> jax.Array:
     """Prefix i as row i of a [B, P, L] batch: context tokens 0..i-1, the query token at i, zeros after (never keys)."""
-    length = ctx_BLT.shape[1]
+    length = ctx_BLW.shape[1]
     t = jnp.arange(length)
     i = positions_P[:, None]  # [P, 1]
     before, at = (t < i)[None, :, :, None], (t == i)[None, :, :, None]  # [1, P, L, 1]
-    qry_BP1T = jnp.take(qry_BLT, positions_P, axis=1)[:, :, None]
-    tokens_BPLT = jnp.where(before, ctx_BLT[:, None], jnp.where(at, qry_BP1T, 0.0))
+    qry_BP1W = jnp.take(qry_BLW, positions_P, axis=1)[:, :, None]
+    tokens_BPLW = jnp.where(before, ctx_BLW[:, None], jnp.where(at, qry_BP1W, 0.0))
     mask_P1L = (t <= i)[:, None, :]  # one row: every token of prefix i sees the keys 0..i (bidirectional)
-    out_BPLO = net(tokens_BPLT, mask_P1L)
+    out_BPLO = net(tokens_BPLW, mask_P1L)
     return jnp.take_along_axis(out_BPLO, positions_P[None, :, None, None], axis=2)[:, :, 0]  # [B, P, O]
 
 
@@ -418,12 +348,21 @@ def _skeleton(config: ModelConfig, spec: TaskSpec) -> tuple[nnx.GraphDef, nnx.St
     return nnx.split(nnx.eval_shape(lambda: Network(config, spec, rngs=nnx.Rngs(0))))
 
 
+@register("icl")
 @dataclasses.dataclass(frozen=True)
 class ICLTransformer:
     """The ICL learner behind the Learner protocol: `init(key, spec)`, `predict(params, x, y, positions)`."""
 
     config: ModelConfig = PRESETS["paper"]
-    name = "icl"
+
+    @classmethod
+    def from_hparams(cls, **hparams: Any) -> ICLTransformer:
+        """`learners.build("icl", preset="paper", protocol="causal")` (a preset and overrides of its fields), or
+        `config={...}`, the dict that config.json holds."""
+        config = hparams.pop("config", None)
+        if config is not None:
+            return cls(ModelConfig(**{**config, **hparams}))
+        return cls(preset(hparams.pop("preset", "paper"), **hparams))
 
     def init(self, key: jax.Array, spec: TaskSpec) -> LearnerParams:
         _, state = nnx.split(Network(self.config, spec, rngs=nnx.Rngs(params=key)))

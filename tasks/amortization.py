@@ -17,9 +17,9 @@ from statistics import NormalDist
 import jax
 import jax.numpy as jnp
 
-from icl_meta.episode import Episode
-from icl_meta.errors import require
-from tasks.base import TaskFamily, register
+from icl_meta.contracts import Episode, TaskFamily
+from icl_meta.errors import require, require_choice
+from tasks.base import register
 
 ANCHORS = ("none", "flipped", "consistent")
 ANCHOR_OFFSET = 0.1  # the reference's anchors: x ~ N(w -+ 0.1, 0.1^2 I)
@@ -35,9 +35,9 @@ def amortization_labels(x_ND: jax.Array, center_D: jax.Array, num_classes: int) 
     """The label rule. x [..., d] and center [..., d] broadcast against each other (so x [N, d] with a centre [d],
     x [B, N, d] with a centre [B, 1, d], or one centre estimate per query [B, N, d]); returns int32 [...]."""
     s = jnp.sum(x_ND - center_D, axis=-1) / math.sqrt(x_ND.shape[-1])
-    t_K = jnp.asarray(amortization_thresholds(num_classes), jnp.float32)
+    thresholds = jnp.asarray(amortization_thresholds(num_classes), jnp.float32)
     # The class is the number of thresholds at or above s (t is decreasing); for C=2, t_1 = 0 and s = 0 is class 1.
-    return jnp.sum(s[..., None] <= t_K, axis=-1).astype(jnp.int32)
+    return jnp.sum(s[..., None] <= thresholds, axis=-1).astype(jnp.int32)
 
 
 @register("amortization")
@@ -55,13 +55,15 @@ class Amortization(TaskFamily):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.num_classes is not None, "amortization: num_classes must be an integer >= 2, got None")
-        require(
-            self.anchors in ANCHORS, f"amortization: anchors must be one of {', '.join(ANCHORS)}, got {self.anchors!r}"
-        )
+        require_choice(self.anchors, "amortization: anchors", ANCHORS)
         require(
             self.anchors == "none" or self.num_classes == 2,
             f"amortization: anchors={self.anchors!r} needs num_classes=2 (got {self.num_classes}); use anchors='none'",
         )
+
+    def labels(self, x: jax.Array, params: dict) -> jax.Array:
+        """The side of the task's centre along (1, ..., 1) (flipped anchors, when on, contradict it)."""
+        return amortization_labels(x, params["center"][..., None, :], self.spec.classes)
 
     def _sample(self, key: jax.Array, batch: int, n: int) -> Episode:
         d = self.d
@@ -79,7 +81,7 @@ class Amortization(TaskFamily):
             anchor_B2D = w_BD[:, None, :] + shift_2[None, :, None] + noise_B2D
             x_BND = x_BND.at[:, :m].set(anchor_B2D[:, :m])
 
-        y_BN = amortization_labels(x_BND, w_BD[:, None, :], self.num_classes)
+        y_BN = self.labels(x_BND, {"center": w_BD})
         if self.anchors == "flipped":
             y_BN = y_BN.at[:, :m].set(label_2[:m])
         return Episode(x=x_BND, y=y_BN, params={"center": w_BD})

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from icl_meta.episode import Episode
-from icl_meta.errors import is_int, require
-from tasks.base import TaskFamily, register
+from icl_meta.contracts import Episode, TaskFamily
+from icl_meta.errors import require, require_choice, require_int, require_number
+from tasks.base import register
 
 WEIGHTS = ("code", "paper")
 TEST_TASK_SCALE = 1.0  # the reference's test domains: task_scale ~ randn, no x8 (ceval.py)
@@ -54,16 +53,8 @@ class DomainRegression(TaskFamily):
             self.num_classes is None,
             f"domain_regression: num_classes must be None (a regression family), got {self.num_classes!r}",
         )
-        require(
-            isinstance(self.task_scale, int | float)
-            and not isinstance(self.task_scale, bool)
-            and 0 < self.task_scale < math.inf,
-            f"domain_regression: task_scale must be a finite number > 0, got {self.task_scale!r}",
-        )
-        require(
-            self.weights in WEIGHTS,
-            f"domain_regression: weights must be one of {', '.join(WEIGHTS)}, got {self.weights!r}",
-        )
+        require_number(self.task_scale, "domain_regression: task_scale", above=0)
+        require_choice(self.weights, "domain_regression: weights", WEIGHTS)
 
     def test_domains(self) -> DomainRegression:
         """The family of the unseen test domains: task_scale 1 (the paper variant's test domains equal its own)."""
@@ -84,8 +75,8 @@ class DomainRegression(TaskFamily):
 
     def sample_tasks(self, key: jax.Array, domain: dict[str, jax.Array], batch: int, n: int) -> Episode:
         """B tasks of N examples each from `domain` (new weights per task; the domain's parameters in params)."""
-        require(is_int(batch) and batch >= 1, f"{self.name}: batch must be an integer >= 1, got {batch!r}")
-        require(is_int(n) and n >= 1, f"{self.name}: n must be an integer >= 1, got {n!r}")
+        require_int(batch, f"{self.name}: batch")
+        require_int(n, f"{self.name}: n")
         d = self.d
         k_x, k_w = jax.random.split(key)
         z_BND = self.sigma * jax.random.normal(k_x, (batch, n, d), jnp.float32)
@@ -102,11 +93,11 @@ class DomainRegression(TaskFamily):
         per_task = {k: jnp.broadcast_to(v, (batch, *v.shape)) for k, v in domain.items()}
         return Episode(x=x_BND, y=y_BN, params={"w": w_BD, **per_task})
 
+    def labels(self, x: jax.Array, params: dict) -> jax.Array:
+        """y = s (x . w) (code) or x . w (paper)."""
+        y = jnp.einsum("...nd,...d->...n", x, params["w"])
+        return y if self.weights == "paper" else params["s"][..., None] * y
+
     def _sample(self, key: jax.Array, batch: int, n: int) -> Episode:
         k_domain, k_tasks = jax.random.split(key)
         return self.sample_tasks(k_tasks, self.sample_domain(k_domain), batch, n)
-
-
-def is_domain_family(family: Any) -> bool:
-    """Whether `family` has the two-level sampler M2-ICL needs (`sample_domain`, `sample_tasks`)."""
-    return callable(getattr(family, "sample_domain", None)) and callable(getattr(family, "sample_tasks", None))

@@ -8,15 +8,14 @@ change it inside a jitted training step without recompiling.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_meta.episode import Episode
-from icl_meta.errors import require
-from tasks.base import TaskFamily, register
+from icl_meta.contracts import Episode, TaskFamily
+from icl_meta.errors import require, require_number
+from tasks.base import register
 
 
 @register("linear_regression")
@@ -49,10 +48,11 @@ class LinearRegression(TaskFamily):
                 self.active_dims is None or isinstance(self.active_dims, jax.Array),
                 f"linear_regression: active_dims must be None or an integer in 1..d={self.d}, got {self.active_dims!r}",
             )
-        require(
-            isinstance(self.noise_std, int | float) and 0 <= self.noise_std < math.inf,
-            f"linear_regression: noise_std must be a finite number >= 0, got {self.noise_std!r}",
-        )
+        require_number(self.noise_std, "linear_regression: noise_std", at_least=0)
+
+    def labels(self, x: jax.Array, params: dict) -> jax.Array:
+        """y = x.w, without the noise."""
+        return jnp.einsum("...nd,...d->...n", x, params["w"])
 
     def _sample(self, key: jax.Array, batch: int, n: int) -> Episode:
         d = self.d
@@ -62,7 +62,7 @@ class LinearRegression(TaskFamily):
             # A mask rather than a slice, so active_dims may be traced.
             x_BND = jnp.where(jnp.arange(d) < self.active_dims, x_BND, 0.0)
         w_BD = jax.random.normal(k_w, (batch, d), jnp.float32)
-        y_BN = jnp.einsum("bnd,bd->bn", x_BND, w_BD)
+        y_BN = self.labels(x_BND, {"w": w_BD})
         if self.noise_std > 0:
             y_BN = y_BN + self.noise_std * jax.random.normal(k_noise, (batch, n), jnp.float32)
         return Episode(x=x_BND, y=y_BN, params={"w": w_BD})

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_meta.episode import Episode
-from icl_meta.errors import require
-from tasks.base import TaskFamily, get, register
+from icl_meta.contracts import Episode, TaskFamily
+from icl_meta.errors import ConfigError, require
+from tasks.base import get, register
 
 
 def block_sizes(batch: int, weights: tuple[float, ...]) -> tuple[int, ...]:
@@ -82,6 +82,9 @@ class Mixture(TaskFamily):
             f"the mixture needs d={self.d}, num_classes={self.num_classes}",
         )
         return component if component.sigma == self.sigma else component.with_sigma(self.sigma)
+
+    def labels(self, x: jax.Array, params: dict) -> jax.Array:
+        raise ConfigError("mixture: its tasks follow their components' rules; ask a component for `labels`")
 
     def _sample(self, key: jax.Array, batch: int, n: int) -> Episode:
         sizes = block_sizes(batch, self.weights)

@@ -14,9 +14,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from icl_meta.episode import Episode
-from icl_meta.errors import is_int, require
-from tasks.base import TaskFamily, register
+from icl_meta.contracts import Episode, TaskFamily
+from icl_meta.errors import require, require_bool, require_int
+from tasks.base import register
 
 
 def pairwise_labels(x_ND: jax.Array, class_vectors_CMD: jax.Array, class_norm: float = 3.0) -> jax.Array:
@@ -46,23 +46,21 @@ class Pairwise(TaskFamily):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.num_classes is not None, "pairwise: num_classes must be an integer >= 2, got None")
-        require(
-            is_int(self.nc) and self.nc >= 0,
-            f"pairwise: nc must be an integer >= 0 (0 = umix.py's all-class-0 bug), got {self.nc!r}",
-        )
+        require_int(self.nc, "pairwise: nc", 0)  # 0 = umix.py's all-class-0 bug
         require(
             isinstance(self.class_norm, int | float) and not math.isnan(self.class_norm) and self.class_norm >= 1,
             f"pairwise: class_norm must be a number >= 1 (3 = reference, 2 = cosine), got {self.class_norm!r}",
         )
-        require(
-            isinstance(self.unit_inputs, bool), f"pairwise: unit_inputs must be True or False, got {self.unit_inputs!r}"
-        )
+        require_bool(self.unit_inputs, "pairwise: unit_inputs")
+
+    def labels(self, x: jax.Array, params: dict) -> jax.Array:
+        return pairwise_labels(x, params["class_vectors"], self.class_norm)
 
     def _sample(self, key: jax.Array, batch: int, n: int) -> Episode:
         k_w, k_x = jax.random.split(key)
-        w_BCMD = jax.random.normal(k_w, (batch, self.num_classes, self.nc, self.d), jnp.float32)
+        w_BCMD = jax.random.normal(k_w, (batch, self.spec.classes, self.nc, self.d), jnp.float32)
         x_BND = self.sigma * jax.random.normal(k_x, (batch, n, self.d), jnp.float32)
-        y_BN = pairwise_labels(x_BND, w_BCMD, self.class_norm)
+        y_BN = self.labels(x_BND, {"class_vectors": w_BCMD})
         if self.unit_inputs:
             x_BND = x_BND / jnp.linalg.norm(x_BND, axis=-1, keepdims=True)
         return Episode(x=x_BND, y=y_BN, params={"class_vectors": w_BCMD})

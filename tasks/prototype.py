@@ -13,9 +13,9 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from icl_meta.episode import Episode
-from icl_meta.errors import require
-from tasks.base import TaskFamily, register
+from icl_meta.contracts import Episode, TaskFamily
+from icl_meta.errors import require, require_bool, require_choice
+from tasks.base import register
 
 PERMUTATIONS = ("shared", "per_task")
 
@@ -45,14 +45,15 @@ class Prototype(TaskFamily):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.num_classes is not None, "prototype: num_classes must be an integer >= 2, got None")
-        require(isinstance(self.anchors, bool), f"prototype: anchors must be True or False, got {self.anchors!r}")
-        require(
-            self.permutation in PERMUTATIONS,
-            f"prototype: permutation must be one of {', '.join(PERMUTATIONS)}, got {self.permutation!r}",
-        )
+        require_bool(self.anchors, "prototype: anchors")
+        require_choice(self.permutation, "prototype: permutation", PERMUTATIONS)
+
+    def labels(self, x: jax.Array, params: dict) -> jax.Array:
+        """The nearest prototype (anchors, when on, are labelled by their generating class instead)."""
+        return prototype_labels(x, params["prototypes"])
 
     def _sample(self, key: jax.Array, batch: int, n: int) -> Episode:
-        C, d = self.num_classes, self.d
+        C, d = self.spec.classes, self.d
         k_w, k_perm, k_eps, k_anchor_eps, k_anchor_order = jax.random.split(key, 5)
         w_BCD = jax.random.normal(k_w, (batch, C, d), jnp.float32)
 
@@ -66,14 +67,14 @@ class Prototype(TaskFamily):
 
         center_BND = jnp.take_along_axis(w_BCD, gen_BN[..., None], axis=1)
         x_BND = center_BND + self.sigma * jax.random.normal(k_eps, (batch, n, d), jnp.float32)
-        y_BN = prototype_labels(x_BND, w_BCD)
+        y_BN = self.labels(x_BND, {"prototypes": w_BCD})
 
         if self.anchors:
             m = min(C, n)  # a sequence shorter than C keeps the first anchors only
-            order_M = jax.random.permutation(k_anchor_order, C)[:m].astype(jnp.int32)
-            anchor_BMD = w_BCD[:, order_M] + self.sigma * jax.random.normal(k_anchor_eps, (batch, m, d), jnp.float32)
-            x_BND = x_BND.at[:, :m].set(anchor_BMD)
-            gen_BN = gen_BN.at[:, :m].set(order_M)
-            y_BN = y_BN.at[:, :m].set(order_M)  # anchors carry their generating class, not the nearest prototype
+            order_A = jax.random.permutation(k_anchor_order, C)[:m].astype(jnp.int32)
+            anchor_BAD = w_BCD[:, order_A] + self.sigma * jax.random.normal(k_anchor_eps, (batch, m, d), jnp.float32)
+            x_BND = x_BND.at[:, :m].set(anchor_BAD)
+            gen_BN = gen_BN.at[:, :m].set(order_A)
+            y_BN = y_BN.at[:, :m].set(order_A)  # anchors carry their generating class, not the nearest prototype
 
         return Episode(x=x_BND, y=y_BN, params={"prototypes": w_BCD, "generating_class": gen_BN})

@@ -16,9 +16,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from icl_meta.episode import Episode
-from icl_meta.errors import require
-from tasks.base import TaskFamily, register
+from icl_meta.contracts import Episode, TaskFamily
+from icl_meta.errors import require, require_number
+from tasks.base import register
 
 
 def _chi2_cdf(x: float, d: int) -> float:
@@ -75,8 +75,8 @@ def radius_thresholds(d: int, num_classes: int) -> tuple[float, ...]:
 def radius_labels(x_ND: jax.Array, radius: jax.Array, num_classes: int) -> jax.Array:
     """x [..., N, d], radius [...] -> int32 [..., N]; the class is the number of thresholds at or above ||x||."""
     norm_N = jnp.linalg.norm(x_ND, axis=-1)
-    q_K = jnp.asarray(radius_thresholds(x_ND.shape[-1], num_classes), jnp.float32)
-    return jnp.sum(norm_N[..., None] <= radius[..., None, None] * q_K, axis=-1).astype(jnp.int32)
+    thresholds = jnp.asarray(radius_thresholds(x_ND.shape[-1], num_classes), jnp.float32)
+    return jnp.sum(norm_N[..., None] <= radius[..., None, None] * thresholds, axis=-1).astype(jnp.int32)
 
 
 @register("radius")
@@ -90,19 +90,19 @@ class Radius(TaskFamily):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.num_classes is not None, "radius: num_classes must be an integer >= 2, got None")
-        require(
-            isinstance(self.r_min, int | float) and 0 < self.r_min < math.inf,
-            f"radius: r_min must be a finite number > 0, got {self.r_min!r}",
-        )
+        require_number(self.r_min, "radius: r_min", above=0)
         require(
             isinstance(self.r_max, int | float) and self.r_min <= self.r_max < math.inf,
             f"radius: r_max must be a finite number >= r_min={self.r_min!r}, got {self.r_max!r}",
         )
+
+    def labels(self, x: jax.Array, params: dict) -> jax.Array:
+        return radius_labels(x, params["radius"], self.spec.classes)
 
     def _sample(self, key: jax.Array, batch: int, n: int) -> Episode:
         k_r, k_x = jax.random.split(key)
         r_B = jax.random.uniform(k_r, (batch,), jnp.float32, self.r_min, self.r_max)
         scale_B = radius_scale(self.d) * self.sigma * r_B
         x_BND = scale_B[:, None, None] * jax.random.normal(k_x, (batch, n, self.d), jnp.float32)
-        y_BN = radius_labels(x_BND, r_B, self.num_classes)
+        y_BN = self.labels(x_BND, {"radius": r_B})
         return Episode(x=x_BND, y=y_BN, params={"radius": r_B})

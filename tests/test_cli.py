@@ -40,7 +40,8 @@ def test_train_writes_config_metrics_results_and_png(trained_run):
     assert learners == ["icl", "ncm", "matching", "averaging", "knn"]
     for curve in results["curves"]:
         assert {"train", "test", "learner", "metric", "positions", "mean", "lo", "hi"} <= set(curve)
-        assert curve["train"] == curve["test"] == "prototype" and curve["metric"] == "accuracy"
+        assert curve["test"] == "prototype" and curve["metric"] == "accuracy"
+        assert curve["train"] == ("prototype" if curve["kind"] == "trained" else None)  # references: nothing trained
         assert curve["positions"] == list(range(12)) and len(curve["mean"]) == 12
     assert (trained_run / "results.png").stat().st_size > 10_000
 
@@ -89,7 +90,7 @@ def test_resume_extends_a_finished_run(trained_run, capsys, tmp_path):
         (["train", "--task", "prototype", "--model-arg", "depth=abc", "--out", "X"], "depth must be an integer"),
         (["train", "--task", "prototype", "--model-arg", "depth=2.5", "--out", "X"], "depth must be an integer"),
         (["train", "--task", "prototype", "--task-arg", "sigma=abc", "--out", "X"], "sigma must be a finite number"),
-        (["train", "--task", "prototype", "--learner", "foo", "--out", "X"], "accepted: icl, averaging"),
+        (["train", "--task", "prototype", "--learner", "foo", "--out", "X"], "accepted: averaging, cnp, icl,"),
         (["train", "--task", "prototype", "--preset", "huge", "--out", "X"], "unknown model preset 'huge'"),
         (["train", "--task", "prototype", "--devices", "0", "--out", "X"], "devices must be between 1 and"),
     ],

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import baselines
-from icl_meta.episode import TaskSpec
+from icl_meta.contracts import TaskSpec
 from icl_meta.errors import ConfigError
 
 B, N, D, C = 3, 9, 3, 3
@@ -136,12 +136,19 @@ def test_ridge_limits(data) -> None:
 
 @pytest.mark.parametrize(
     "name, hparams",
-    [("ncm", {}), ("matching", {}), ("averaging", {}), ("knn", {"k": 2}), ("least_squares", {}), ("ridge", {})],
+    [
+        ("ncm", {"num_classes": C}),
+        ("matching", {"num_classes": C}),
+        ("averaging", {"num_classes": C}),
+        ("knn", {"k": 2, "num_classes": C}),
+        ("least_squares", {}),
+        ("ridge", {}),
+    ],
 )
 def test_positions_subset_equals_full(data, name, hparams) -> None:
     x, y, t = data
     learner = baselines.get(name, **hparams)
-    targets = t if name in ("least_squares", "ridge") else np.minimum(y, 1)  # num_classes defaults to 2
+    targets = t if name in ("least_squares", "ridge") else y
     positions = jnp.array([0, 3, 8, 5, 1])
     predict = jax.jit(learner.predict)
     full = predict(None, jnp.asarray(x), jnp.asarray(targets))
@@ -163,19 +170,30 @@ def test_least_squares_noiseless_error_curve() -> None:
 
 def test_bad_hparams_and_names() -> None:
     with pytest.raises(ConfigError, match="k must be an integer >= 1"):
-        baselines.get("knn", k=0)
+        baselines.get("knn", k=0, num_classes=2)
     with pytest.raises(ConfigError, match="k must be"):
-        baselines.get("knn", k=1.5)
+        baselines.get("knn", k=1.5, num_classes=2)
     with pytest.raises(ConfigError, match="lam must be"):
         baselines.get("ridge", lam=-1.0)
     with pytest.raises(ConfigError, match="num_classes must be an integer >= 2"):
         baselines.get("ncm", num_classes=1)
-    with pytest.raises(ConfigError, match=r"unknown learner 'nope'; accepted: .*knn.*ncm"):
+    with pytest.raises(ConfigError, match=r"unknown learner 'nope'; accepted: .*icl.*knn.*ncm"):
         baselines.get("nope")
     with pytest.raises(ConfigError, match=r"knn: unknown parameter\(s\) lam; accepted: k, num_classes"):
         baselines.get("knn", lam=1.0)
     with pytest.raises(ConfigError, match="num_classes=3"):
-        baselines.get("ncm").init(jax.random.key(0), TaskSpec(d=2, num_classes=3))
+        baselines.get("ncm", num_classes=2).init(jax.random.key(0), TaskSpec(d=2, num_classes=3))
+    for name in ("ncm", "matching", "averaging", "knn"):  # C is never guessed: labels >= a default C would be lost
+        with pytest.raises(ConfigError, match=f"{name}: num_classes must be given"):
+            baselines.get(name)
     with pytest.raises(ConfigError, match="regression"):
         baselines.get("ridge").init(jax.random.key(0), TaskSpec(d=2, num_classes=2))
     assert {"ncm", "matching", "averaging", "knn", "least_squares", "ridge"} <= set(baselines.names())
+
+
+def test_every_class_counts_at_three_classes(data) -> None:
+    """With C=3 stated, the rule agrees with its numpy formula on every query (the guessed-C=2 bug agreed on 67%)."""
+    x, y, _ = data
+    assert set(np.unique(y)) == set(range(C)) and C == 3
+    scores_BNC = np.asarray(baselines.get("ncm", num_classes=C).predict(None, jnp.asarray(x), jnp.asarray(y)))
+    np.testing.assert_array_equal(scores_BNC.argmax(-1), _literal(_ncm, x, y).argmax(-1))

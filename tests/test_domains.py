@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import tasks
+from icl_meta.contracts import is_domain_family
 from icl_meta.errors import ConfigError
-from tasks.domains import DomainRegression, is_domain_family
+from tasks.domains import DomainRegression
 
 D = 3
 TASKS, N = 4000, 10  # 40,000 inputs within one domain

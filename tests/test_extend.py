@@ -8,9 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import baselines
 import tasks
 from icl_meta.cli import main
-from icl_meta.episode import Episode
+from icl_meta.contracts import Episode
 from icl_meta.errors import require
 
 
@@ -25,14 +26,19 @@ class TestXor(tasks.TaskFamily):
         super().__post_init__()
         require(self.num_classes == 2, f"test_xor: num_classes must be 2, got {self.num_classes!r}")
 
+    def labels(self, x: jax.Array, params: dict) -> jax.Array:
+        rel = x - params["center"][..., None, :]
+        side_u = jnp.einsum("...nd,...d->...n", rel, params["u"]) > 0
+        side_v = jnp.einsum("...nd,...d->...n", rel, params["v"]) > 0
+        return (side_u ^ side_v).astype(jnp.int32)
+
     def _sample(self, key: jax.Array, batch: int, n: int) -> Episode:
         k_c, k_u, k_v, k_x = jax.random.split(key, 4)
         center_BD = jax.random.normal(k_c, (batch, self.d))
         u_BD, v_BD = jax.random.normal(k_u, (batch, self.d)), jax.random.normal(k_v, (batch, self.d))
         x_BND = center_BD[:, None] + self.sigma * jax.random.normal(k_x, (batch, n, self.d))
-        side_u = jnp.einsum("bnd,bd->bn", x_BND - center_BD[:, None], u_BD) > 0
-        side_v = jnp.einsum("bnd,bd->bn", x_BND - center_BD[:, None], v_BD) > 0
-        return Episode(x_BND, (side_u ^ side_v).astype(jnp.int32), {"center": center_BD, "u": u_BD, "v": v_BD})
+        params = {"center": center_BD, "u": u_BD, "v": v_BD}
+        return Episode(x_BND, self.labels(x_BND, params), params)
 
 
 def test_family_defined_in_a_test_module_trains_and_evaluates(tmp_path, capsys):
@@ -62,7 +68,7 @@ def test_a_family_in_its_own_file_is_found_with_import(tmp_path, monkeypatch, ca
             import dataclasses
             import jax, jax.numpy as jnp
             import tasks
-            from icl_meta.episode import Episode
+            from icl_meta.contracts import Episode
 
             @tasks.register("ring_of_my_own")
             @dataclasses.dataclass(frozen=True)
@@ -82,3 +88,14 @@ def test_a_family_in_its_own_file_is_found_with_import(tmp_path, monkeypatch, ca
     assert "ring_of_my_own" in out and "width: float = 0.5" in out
     assert main(["--import", "no_such_module", "list"]) == 2
     assert "--import no_such_module" in capsys.readouterr().err
+
+
+def test_a_new_family_works_in_the_decision_region_tool():
+    """Figure 3's decision regions take any family with a label rule: no switch on the family's name."""
+    from experiments.fig3_generalization import decision_regions
+
+    family = tasks.get("test_xor", d=2)
+    ncm = baselines.get("ncm", num_classes=2)
+    records, arrays = decision_regions(ncm, None, {"xor": family}, k=20, g=12, seed=0)
+    assert records[0]["family"] == "xor" and arrays["xor_true"].shape == (12, 12)
+    assert set(np.unique(arrays["xor_true"])) == {0, 1}  # both sides of the XOR rule on the grid

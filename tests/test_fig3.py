@@ -22,7 +22,6 @@ from experiments.fig3_generalization import (
     region_grid,
     region_sequences,
     rule_labels,
-    rule_labels_jit,
     sample_task,
 )
 from icl_meta import learners
@@ -40,6 +39,7 @@ def smoke(tmp_path_factory):
     return root, fig3_generalization.main([*argv, "--learners", ",".join(LEARNERS)])
 
 
+@pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
 def test_smoke_run_writes_every_curve_summary_and_figure(smoke):
     root, doc = smoke
     settings = SCALES["smoke"]
@@ -79,6 +79,7 @@ def test_smoke_run_writes_every_curve_summary_and_figure(smoke):
         assert (root / png).stat().st_size > 20_000
 
 
+@pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
 def test_without_icl_the_regions_are_skipped(smoke, capsys):
     root, _ = smoke
     argv = ["--scale", "smoke", "--out", str(root / "runs"), "--figures", str(root / "sub"), "--no-progress"]
@@ -92,7 +93,7 @@ def test_rule_labels_reproduce_every_region_familys_labels():
     for j, (name, family) in enumerate(region_families().items()):
         episode = sample_task(family, jax.random.key(j), EXTENT_POINTS)  # the smoke run compiled these shapes
         task = {k: v[0] for k, v in episode.params.items()}
-        np.testing.assert_array_equal(rule_labels_jit(family, task, episode.x[0]), episode.y[0], err_msg=name)
+        np.testing.assert_array_equal(rule_labels(family, task, episode.x[0]), episode.y[0], err_msg=name)
         assert 0 < int(episode.y[0].sum()) < EXTENT_POINTS  # both classes occur
 
 

@@ -15,6 +15,7 @@ def fig4(tmp_path_factory):
     return root, argv, fig4_curriculum.main(argv)
 
 
+@pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
 def test_curves_cover_every_arm_seed_and_checkpoint(fig4):
     root, _, doc = fig4
     assert {"experiment", "scale", "config", "provenance", "curves", "histories", "summary", "wall_s"} <= set(doc)
@@ -30,6 +31,7 @@ def test_curves_cover_every_arm_seed_and_checkpoint(fig4):
     assert (root / "figures" / "fig4_curriculum_smoke.png").stat().st_size > 20_000
 
 
+@pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
 def test_histories_follow_the_schedule(fig4):
     _, _, doc = fig4
     schedule = fig4_curriculum.curriculum(SMOKE, "dims").get("active_dims")
@@ -44,6 +46,7 @@ def test_histories_follow_the_schedule(fig4):
     assert rows == {(a, s) for a in fig4_curriculum.ARMS for s in range(SMOKE.seeds)}
 
 
+@pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
 def test_rerun_reuses_the_runs_and_checkpoint_curves(fig4):
     root, argv, doc = fig4
     logs = {p: p.read_text() for p in (root / "runs").glob("*/metrics.jsonl")}

@@ -16,6 +16,7 @@ def fig(tmp_path_factory):
     return root, argv, fig6.main(argv)
 
 
+@pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
 def test_curves_cover_every_learner_and_pool(fig):
     root, _, doc = fig
     assert {"experiment", "scale", "config", "provenance", "curves", "histories", "summary", "step_times"} <= set(doc)
@@ -36,6 +37,7 @@ def test_curves_cover_every_learner_and_pool(fig):
     assert (root / "figures" / "fig6_metameta_smoke.png").stat().st_size > 20_000
 
 
+@pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
 def test_runs_summary_and_step_times(fig):
     root, _, doc = fig
     runs = doc["config"]["runs"]
@@ -74,6 +76,7 @@ def test_t10_checks():
     assert not worse["a_m2icl_adapted_best_at_smallest_t"] and not worse["b_advantage_shrinks_with_t"]
 
 
+@pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
 def test_rerun_reuses_runs_and_adaptation_results(fig):
     root, argv, doc = fig
     runs = root / "runs"

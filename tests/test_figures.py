@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from experiments import fig2_mixture, fig2_single
+from experiments import common, fig2_mixture, fig2_single
 from icl_meta import cli
+from icl_meta.errors import guarded
 from icl_meta.runs import read_json
 
 CURVE_KEYS = {"train", "test", "learner", "metric", "kind", "positions", "mean", "lo", "hi"}
@@ -36,20 +37,22 @@ def single(tmp_path_factory):
     return root, argv, fig2_single.main(argv)
 
 
+@pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
 def test_fig2_single_writes_every_curve_and_figure(single):
     root, _, doc = single
-    check_document(doc, "fig2_single", fig2_single.FAMILIES, fig2_single.SCALES["smoke"].n)
+    check_document(doc, "fig2_single", common.FAMILIES, common.SINGLE_SCALES["smoke"].n)
     trained = {(c["train"], c["test"], c["learner"]) for c in doc["curves"] if c["kind"] == "trained"}
-    grid = itertools.product(fig2_single.FAMILIES, fig2_single.FAMILIES, fig2_single.LEARNERS)
+    grid = itertools.product(common.FAMILIES, common.FAMILIES, common.LEARNERS)
     assert trained == set(grid)  # the 3x3 cross table for every learner
     assert read_json(root / "figures" / "fig2_single_smoke.json")["curves"] == doc["curves"]
     for png in ("fig2_single_smoke.png", "fig2_cross_smoke.png"):
         assert (root / "figures" / png).stat().st_size > 10_000
-    for job in fig2_single.jobs(fig2_single.SCALES["smoke"], fig2_single.LEARNERS, seed=0):
+    for job in common.single_jobs(common.SINGLE_SCALES["smoke"], common.LEARNERS, seed=0):
         run = root / "runs" / job.key
         assert (run / "config.json").exists() and (run / "checkpoints").is_dir()
 
 
+@pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
 def test_fig2_single_rerun_reuses_finished_runs(single):
     root, argv, doc = single
     lines = {p: p.read_text() for p in (root / "runs").glob("*/metrics.jsonl")}
@@ -62,12 +65,13 @@ def test_fig2_single_rerun_reuses_finished_runs(single):
         assert c["mean"] == first[(c["train"], c["test"], c["learner"])]
 
 
+@pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
 def test_fig2_mixture_smoke(tmp_path):
     argv = ["--scale", "smoke", "--out", str(tmp_path / "runs"), "--figures", str(tmp_path), "--no-progress"]
     doc = fig2_mixture.main(argv)
-    check_document(doc, "fig2_mixture", fig2_mixture.TESTS, fig2_mixture.SCALES["smoke"].n)
+    check_document(doc, "fig2_mixture", fig2_mixture.TESTS, common.MIXTURE_SCALES["smoke"].n)
     trained = {(c["train"], c["test"], c["learner"]) for c in doc["curves"] if c["kind"] == "trained"}
-    assert trained == set(itertools.product(["mixture"], fig2_mixture.TESTS, fig2_single.LEARNERS))
+    assert trained == set(itertools.product(["mixture"], fig2_mixture.TESTS, common.LEARNERS))
     assert doc["config"]["variant"] == {"start": 2, "sim_nc": 1, "ave_anchors": "none"}
     assert all(cfg["train"]["loss_start"] == 2 for cfg in doc["config"]["runs"].values())
     for name in ("fig2_mixture_smoke.json", "fig2_mixture_smoke.png", "fig2_mixture_table_smoke.png"):
@@ -76,7 +80,7 @@ def test_fig2_mixture_smoke(tmp_path):
 
 
 def test_fig2_mixture_reference_variant_builds_the_reference_families():
-    training = fig2_mixture.training_mixture(sim_nc=0, ave_anchors="flipped")
+    training = common.training_mixture(sim_nc=0, ave_anchors="flipped")
     assert [c.name for c in training.components] == ["prototype", "pairwise", "amortization"]
     assert training.components[1].nc == 0 and training.components[2].anchors == "flipped"
     tests = fig2_mixture.test_families("reference", training)
@@ -87,5 +91,5 @@ def test_fig2_mixture_reference_variant_builds_the_reference_families():
 def test_reproduce_rejects_an_unknown_figure_and_learner(capsys):
     with pytest.raises(SystemExit):
         cli.main(["reproduce", "fig9"])
-    assert cli.guarded(lambda: fig2_single.main(["--learners", "icl,gpt"])) == 2
+    assert guarded(lambda: fig2_single.main(["--learners", "icl,gpt"])) == 2
     assert "unknown gpt" in capsys.readouterr().err

@@ -15,7 +15,7 @@ import pytest
 
 import baselines
 import tasks
-from icl_meta.episode import TaskSpec
+from icl_meta.contracts import TaskSpec
 from icl_meta.errors import ConfigError
 from icl_meta.train import TrainConfig, train
 from icl_meta.transformer import ICLTransformer, count_params, preset
@@ -291,6 +291,7 @@ def squared_errors(pred_TN, y_TN) -> np.ndarray:
     return np.square(np.asarray(pred_TN, np.float64) - np.asarray(y_TN, np.float64))
 
 
+@pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
 def test_tiny_gpt2_learns_linear_regression():
     """A context-free predictor cannot beat squared error d at any position (the zero predictor's); least squares
     (the Bayes-optimal predictor here: the posterior mean of w ~ N(0, I) given noiseless data) gets

@@ -14,9 +14,9 @@ import pytest
 
 import baselines
 import tasks
-from baselines.maml import adapt
-from icl_meta.episode import LearnerParams, TaskSpec
+from icl_meta.contracts import LearnerParams, TaskSpec
 from icl_meta.errors import ConfigError
+from icl_meta.inner_loop import adapt
 from icl_meta.train import loss_fn
 
 B, N, D, C = 3, 9, 3, 3

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 import tasks
-from baselines.maml import adapt
 from experiments import fig6_metameta as fig6
+from icl_meta.contracts import Episode
 from icl_meta.curriculum import Curriculum, Stepwise
-from icl_meta.episode import Episode
 from icl_meta.errors import ConfigError
+from icl_meta.inner_loop import adapt
 from icl_meta.metameta import MetaObjective, finetune
 from icl_meta.runs import RunDir, read_json
 from icl_meta.train import TrainConfig, loss_fn, train

@@ -449,7 +449,7 @@ def test_sigma_shift_reaches_every_mixture_component_in_the_data():
         ({"d": 2.5}, "d must be an integer"),
         ({"sigma": "abc"}, "sigma must be a finite number > 0"),
         ({"sigma": float("inf")}, "sigma must be a finite number > 0"),
-        ({"num_classes": 2.0}, "num_classes must be an integer"),
+        ({"num_classes": 2.0}, "num_classes must be (None or )?an integer"),
     ],
 )
 def test_bad_hyperparameter_types_are_config_errors(hparams, message):
@@ -462,3 +462,20 @@ def test_with_hparams_rebuilds_through_the_registry():
     assert (fam.d, fam.nc) == (5, 4)
     with pytest.raises(ConfigError, match="unknown parameter"):
         tasks.with_hparams(fam, colour=1)
+
+
+@pytest.mark.parametrize("name", sorted(set(tasks.names()) - {"mixture"}))
+def test_every_family_owns_its_label_rule(name):
+    """`labels(x, params)` reproduces a sampled batch's labels, and one task's labels from its own params."""
+    family = tasks.get(name)
+    ep = sample(family, 16, 12)
+    np.testing.assert_allclose(np.asarray(family.labels(ep.x, ep.params)), ep.y, rtol=1e-5, atol=1e-5)
+    one = {k: v[3] for k, v in ep.params.items()}
+    np.testing.assert_allclose(np.asarray(family.labels(ep.x[3], one)), ep.y[3], rtol=1e-5, atol=1e-5)
+
+
+def test_a_mixture_has_no_single_label_rule():
+    family = tasks.get("mixture")
+    ep = sample(family, 6, 12)
+    with pytest.raises(ConfigError, match="mixture: its tasks follow their components' rules"):
+        family.labels(ep.x, ep.params)

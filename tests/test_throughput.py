@@ -31,6 +31,7 @@ def test_literal_loop_equals_prefix_and_causal_protocols(name):
             assert out[:, positions].shape == literal.shape
 
 
+@pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
 def test_smoke_benchmark_writes_every_row_and_field(tmp_path):
     out = tmp_path / "throughput.json"
     args = ["--scale", "smoke", "--presets", "paper", "--protocols", "loop", "causal", "--scan-steps", "1"]

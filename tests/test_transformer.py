@@ -8,14 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_meta.episode import TaskSpec
+from icl_meta.attention import CAUSAL_PAIRS, linear_attention
+from icl_meta.contracts import TaskSpec
 from icl_meta.errors import ConfigError
 from icl_meta.transformer import (
     PRESETS,
     ICLTransformer,
-    causal_mask,
     count_params,
-    linear_attention,
     make_tokens,
     preset,
     run_prefix,
@@ -142,12 +141,12 @@ def test_causal_scan_matches_explicit_mask_and_stays_finite_for_large_logits():
     n = 7
     q = jax.random.normal(kq, (2, 2 * n, 4))
     v = jax.random.normal(kv, (2, 2 * n, 4))
-    fast_fn = jax.jit(lambda k_: linear_attention(q, k_, v, "causal_pairs"))
+    fast_fn = jax.jit(lambda k_: linear_attention(q, k_, v, CAUSAL_PAIRS))
     grad_fn = jax.jit(jax.grad(lambda k_: fast_fn(k_).sum()))
     for scale in (1.0, 6.0, 300.0):  # spreads ~4, ~26: one shift per sequence (dense); ~1300: the scan
         k = scale * jax.random.normal(kk, (2, 2 * n, 4))
         fast = fast_fn(k)
-        explicit = linear_attention(q, k, v, causal_mask(n))
+        explicit = linear_attention(q, k, v, CAUSAL_PAIRS.dense(2 * n))
         assert bool(jnp.isfinite(fast).all())
         np.testing.assert_allclose(fast, explicit, atol=1e-5)
         assert bool(jnp.isfinite(grad_fn(k)).all())

@@ -1,22 +1,27 @@
 """Composing a figure from training runs: each (learner, training family) pair is one run directory, trained or
-resumed by the ordinary trainer, then evaluated on test sets shared by every learner (identical tasks).
+resumed by the ordinary trainer, then evaluated on test sets shared by every learner (identical tasks), beside the
+closed-form algorithms.
 
-The figure scripts in `experiments/` only declare their jobs and test sets and call these functions.
+The figure scripts and the CLI declare their jobs and test sets and call these functions.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+import baselines
+import tasks
 from icl_meta import evaluate, learners
-from icl_meta.episode import Episode, Learner
-from icl_meta.runs import RunDir
-from icl_meta.train import TEST_STREAM, TrainConfig, stream_key, train
-from tasks.base import TaskFamily
+from icl_meta.checkpoint import Checkpointer
+from icl_meta.contracts import Episode, Learner, TaskFamily
+from icl_meta.errors import ConfigError
+from icl_meta.runs import RunDir, read_json, run_config
+from icl_meta.train import TEST_STREAM, TrainConfig, init_state, stream_key, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,16 +39,6 @@ class Job:
         return f"{self.train}__{self.learner.name}"
 
 
-def run_config(experiment: str, learner: Learner, family: TaskFamily, cfg: TrainConfig) -> dict[str, Any]:
-    """The config.json of a training run (what `icl-meta train` writes; a resume must match it)."""
-    return {
-        "experiment": experiment,
-        "task": {"name": family.name, **family.hparams()},
-        "learner": learners.to_config(learner),
-        "train": dataclasses.asdict(cfg),
-    }
-
-
 def train_job(job: Job, root: Path, progress: bool = True) -> tuple[Any, dict[str, Any]]:
     """Train `job` in `root / job.key`, resuming whatever a previous call left there (a finished run is loaded,
     not retrained). Returns the final parameters and a summary: steps, training wall time, final held-out metric."""
@@ -56,7 +51,36 @@ def train_job(job: Job, root: Path, progress: bool = True) -> tuple[Any, dict[st
     return result.state.params, {**info, "train_wall_s": last["wall_s"], metric: last[metric]}
 
 
-def test_sets(families: Mapping[str, TaskFamily], num_tasks: int, n: int, seed: int) -> dict[str, Episode]:
+@dataclasses.dataclass
+class SavedRun:
+    """A finished (or interrupted) run read back from its directory: its config.json and last checkpoint."""
+
+    config: dict[str, Any]
+    learner: Learner
+    family: TaskFamily
+    cfg: TrainConfig
+    params: Any
+    step: int
+
+
+def load_run(path: Path) -> SavedRun:
+    """The learner, training family, config and parameters of the last checkpoint of the run in `path`."""
+    run = RunDir(path)
+    if not run.config_path.exists():
+        raise ConfigError(f"{run.path} is not a run directory (no config.json)")
+    config = read_json(run.config_path)
+    learner = learners.from_config(config["learner"])
+    family = tasks.get(**config["task"])
+    cfg = TrainConfig(**config["train"])
+    checkpointer = Checkpointer(run.checkpoint_dir, create=False) if run.checkpoint_dir.exists() else None
+    if checkpointer is None or checkpointer.latest_step() is None:
+        raise ConfigError(f"{run.checkpoint_dir} holds no checkpoint")
+    state = checkpointer.restore(init_state(learner, family, cfg))
+    checkpointer.close()
+    return SavedRun(config, learner, family, cfg, state.params, int(state.step))
+
+
+def sample_test_sets(families: Mapping[str, TaskFamily], num_tasks: int, n: int, seed: int) -> dict[str, Episode]:
     """One held-out batch per test family, from the TEST key stream (never seen in training or run evaluation)."""
     return {name: family.sample(stream_key(seed, TEST_STREAM), num_tasks, n) for name, family in families.items()}
 
@@ -65,45 +89,20 @@ def evaluate_job(
     job: Job, params: Any, tests: Mapping[str, Episode], families: Mapping[str, TaskFamily], **labels: Any
 ) -> list[dict[str, Any]]:
     """Per-position curves of a trained learner on every test set (tidy records: train, test, learner, ...)."""
-    curves = []
-    for test, episode in tests.items():
-        spec = families[test].spec
-        t0 = time.perf_counter()
-        values = evaluate.per_position(job.learner, params, spec, episode)
-        curves.append(
-            evaluate.curve(
-                values,
-                train=job.train,
-                test=test,
-                learner=job.learner.name,
-                metric=evaluate.metric_name(spec),
-                kind="trained",
-                eval_s=round(time.perf_counter() - t0, 2),
-                **labels,
-            )
-        )
-    return curves
+    specs = {name: family.spec for name, family in families.items()}
+    return evaluate.curves_on(job.learner, params, tests, specs, train=job.train, **labels)
 
 
 def reference_curves(
     tests: Mapping[str, Episode], families: Mapping[str, TaskFamily], **labels: Any
 ) -> list[dict[str, Any]]:
-    """The closed-form algorithms on every test set (`train` is None: nothing is trained)."""
+    """The closed-form algorithms (`baselines.references`) on every test set (`train` is None: nothing is trained)."""
     curves = []
     for test, episode in tests.items():
         spec = families[test].spec
-        for ref in learners.references(spec):
-            values = evaluate.per_position(ref, None, spec, episode)
-            curves.append(
-                evaluate.curve(
-                    values,
-                    train=None,
-                    test=test,
-                    learner=ref.name,
-                    metric=evaluate.metric_name(spec),
-                    kind="reference",
-                    **labels,
-                )
+        for ref in baselines.references(spec):
+            curves += evaluate.curves_on(
+                ref, None, {test: episode}, {test: spec}, train=None, kind="reference", **labels
             )
     return curves
 
@@ -154,3 +153,9 @@ def table_value(
             if all(row.get(k) == v for k, v in labels.items()):
                 return row["mean"]
     return float("nan")
+
+
+def table_matrix(table: Iterable[dict[str, Any]], rows: Sequence[tuple[str, str | None]], tests: Sequence[str]):
+    """A [rows, tests] array of `table_value`s: row (learner, train) tested on each test (NaN where absent)."""
+    table = list(table)
+    return np.array([[table_value(table, name, test, train=train) for test in tests] for name, train in rows])

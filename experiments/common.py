@@ -1,0 +1,271 @@
+"""What the figure scripts share: their command-line options and run roots, the closing block (results document,
+JSON, PNG, wall time), results cached in a run directory by their settings, the GPT-2 learner builder, history
+columns, and Figure 2's settings (budgets, families, jobs and tables), which Figure 3 reuses.
+
+No figure script imports another one; what two of them need lives here or in `experiments.study`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import tasks
+from experiments import study
+from icl_meta.contracts import TaskFamily
+from icl_meta.errors import ConfigError, guarded
+from icl_meta.learners import build
+from icl_meta.runs import read_json, write_json
+from icl_meta.train import TrainConfig
+from icl_meta.transformer import ICLTransformer, preset
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Command line and closing block
+
+
+def parser(description: str, scales: Iterable[str], *, learners: Sequence[str] = (), seeds: bool = False):
+    """The options every figure script shares: --scale, --seed, --out, --figures, --no-progress; --learners (a
+    subset of `learners`) and --seeds where the script takes them."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--scale", choices=tuple(scales), default="cpu", help="problem size (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training runs and test sets (default 0)")
+    if seeds:
+        p.add_argument("--seeds", type=int, default=None, help="seeds per arm, seed..seed+seeds-1 (default: scale's)")
+    if learners:
+        p.add_argument("--learners", default=",".join(learners), help=f"subset of {','.join(learners)}")
+    p.add_argument("--out", type=Path, default=None, help="run directories (default runs/FIGURE/SCALE)")
+    p.add_argument("--figures", type=Path, default=Path("figures"), help="results and PNGs (default figures/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = p.parse_args(argv)
+    if getattr(args, "seeds", None) is not None and args.seeds < 1:
+        raise ConfigError(f"--seeds must be an integer >= 1, got {args.seeds}")
+    return args
+
+
+def run_root(args: argparse.Namespace, figure: str) -> Path:
+    """Where a figure's runs live: --out, or runs/FIGURE/SCALE."""
+    return args.out or Path("runs") / figure / args.scale
+
+
+def parse_learners(text: str, accepted: Sequence[str]) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [n for n in names if n not in accepted]
+    if unknown or not names:
+        raise ConfigError(
+            f"--learners: unknown {', '.join(unknown) or '(none given)'}; accepted: {', '.join(accepted)}"
+        )
+    return names
+
+
+def finish(
+    doc: dict[str, Any], figures: Path, stem: str, draw: Callable[[dict[str, Any], Path], None], started: float
+) -> dict[str, Any]:
+    """The closing block of a figure script: the wall time since `started` into `doc`, `doc` to FIGURES/STEM.json,
+    its PNGs by `draw(doc, figures)`, and a line saying so."""
+    doc["wall_s"] = round(time.perf_counter() - started, 1)
+    figures = Path(figures)
+    figures.mkdir(parents=True, exist_ok=True)
+    write_json(figures / f"{stem}.json", doc)
+    draw(doc, figures)
+    print(f"\nwall time {doc['wall_s']:.0f} s; wrote {figures}/{stem}.json and its PNGs")
+    return doc
+
+
+def script(main: Callable[[], Any]) -> None:
+    """`if __name__ == "__main__": script(main)`: bad input as one line and an exit code, as the CLI does."""
+    sys.exit(guarded(main))
+
+
+def cached(path: Path, settings: dict[str, Any], compute: Callable[[], Any]) -> Any:
+    """The JSON value saved at `path` if it was computed with these `settings`, else `compute()`, saved with them."""
+    settings = json.loads(json.dumps(settings))  # as it reads back (tuples as lists)
+    if path.exists() and (saved := read_json(path)).get("settings") == settings:
+        return saved["value"]
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"settings": settings, "value": value})
+    return json.loads(json.dumps(value))
+
+
+def gpt2(width: int, depth: int, heads: int, n: int, positions: int | None = None) -> ICLTransformer:
+    """The `gpt2` preset at a size, with learned positions for 2n interleaved tokens (or `positions`)."""
+    return ICLTransformer(preset("gpt2", width=width, depth=depth, heads=heads, positions=positions or 2 * n))
+
+
+def history_columns(history: Sequence[dict[str, Any]], **columns: str) -> dict[str, list]:
+    """A run's metrics.jsonl rows as columns: `history_columns(rows, step="step", train_loss="loss")`; a key a row
+    lacks reads None."""
+    return {name: [row.get(key) for row in history] for name, key in columns.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Figure 2: the four learners and ICL on the paper's three families and their mixture (Figure 3 reuses the mixture
+# runs)
+
+FAMILIES = ("prototype", "pairwise", "amortization")
+MIXTURE = "mixture"
+LEARNERS = ("icl", "matchnet", "protonet", "cnp", "maml")  # the paper's three meta-learners; MAML the gradient one
+SAMPLED = ("icl", "maml")  # learners whose step cost grows with the positions in the loss
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """A family's training settings at one scale (the reference's per-family lr, batch and steps)."""
+
+    lr: float
+    batch: int
+    steps: dict[str, int]  # learner name -> steps ("*": any other learner)
+
+    def steps_for(self, learner: str) -> int:
+        return self.steps.get(learner, self.steps["*"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    budgets: dict[str, Budget]  # training family -> budget
+    positions_per_step: int | None  # ICL and MAML train on this many random positions per step; None: all
+    test_tasks: int
+    eval_tasks: int  # the runs' own held-out monitoring set
+    evals: int  # evaluations (and checkpoints) per run
+    n: int = 50
+
+
+SINGLE_SCALES: dict[str, Scale] = {
+    "smoke": Scale(
+        budgets={f: Budget(3e-3, 16, {"*": 6}) for f in FAMILIES},
+        positions_per_step=4,
+        test_tasks=64,
+        eval_tasks=64,  # = test_tasks: one compiled evaluation per learner
+        evals=1,
+        n=12,
+    ),
+    "cpu": Scale(
+        budgets={
+            "prototype": Budget(3e-3, 64, {"icl": 600, "maml": 500, "*": 2000}),
+            "pairwise": Budget(3e-3, 128, {"icl": 300, "maml": 300, "*": 1000}),
+            "amortization": Budget(1e-3, 64, {"icl": 600, "maml": 500, "*": 2000}),
+        },
+        positions_per_step=8,
+        test_tasks=2048,
+        eval_tasks=512,
+        evals=4,
+    ),
+    "paper": Scale(
+        budgets={
+            "prototype": Budget(3e-3, 128, {"*": 1_000_000}),
+            "pairwise": Budget(3e-3, 512, {"*": 500_000}),
+            "amortization": Budget(1e-3, 128, {"*": 100_000}),
+        },
+        positions_per_step=None,
+        test_tasks=2048,
+        eval_tasks=2048,
+        evals=100,
+    ),
+}
+
+MIXTURE_SCALES: dict[str, Scale] = {
+    "smoke": Scale(
+        budgets={MIXTURE: Budget(3e-3, 15, {"*": 6})}, positions_per_step=4, test_tasks=60, eval_tasks=60, evals=1, n=12
+    ),
+    "cpu": Scale(
+        budgets={MIXTURE: Budget(3e-3, 126, {"icl": 800, "maml": 500, "*": 2000})},
+        positions_per_step=8,
+        test_tasks=3072,
+        eval_tasks=510,
+        evals=4,
+    ),
+    "paper": Scale(
+        budgets={MIXTURE: Budget(3e-3, 126, {"*": 1_000_000})},
+        positions_per_step=None,
+        test_tasks=3072,
+        eval_tasks=3072,
+        evals=100,
+    ),
+}
+
+
+def train_family(name: str, learner: str) -> TaskFamily:
+    """The training distribution: pairwise uses nc=1 for ICL and nc=4 for the meta-learners, as the reference's
+    scripts (PAPER.md section 11, row 8; statistically the same task for C=2)."""
+    if name == "pairwise":
+        return tasks.get(name, nc=1 if learner == "icl" else 4)
+    return tasks.get(name)
+
+
+def test_families() -> dict[str, TaskFamily]:
+    """The cross-table test sets (test_cross of the reference, without its eval-only anchors); Figure 3 shifts
+    them."""
+    return {
+        "prototype": tasks.get("prototype"),
+        "pairwise": tasks.get("pairwise", nc=4),
+        "amortization": tasks.get("amortization"),
+    }
+
+
+def loss_start(family: TaskFamily, learner: str) -> int:
+    """ICL trains on the reference's positions (prototype from 2); the reference's meta-learners on all."""
+    return family.reference_loss_start if learner == "icl" else 0
+
+
+def train_config(scale: Scale, budget: Budget, learner: str, start: int, seed: int) -> TrainConfig:
+    steps = budget.steps_for(learner)
+    return TrainConfig(
+        steps=steps,
+        batch=budget.batch,
+        n=scale.n,
+        lr=budget.lr,
+        loss_start=start,
+        positions_per_step=scale.positions_per_step if learner in SAMPLED else None,
+        scan_steps=min(50, steps),
+        eval_every=max(1, steps // scale.evals),
+        eval_tasks=scale.eval_tasks,
+        seed=seed,
+    )
+
+
+def single_jobs(scale: Scale, names: Sequence[str], seed: int) -> list[study.Job]:
+    """Every learner on every one of the three families (Figure 2 top and the cross table)."""
+    out = []
+    for fam in FAMILIES:
+        for name in names:
+            family = train_family(fam, name)
+            cfg = train_config(scale, scale.budgets[fam], name, loss_start(family, name), seed)
+            out.append(study.Job(train=fam, learner=build(name), family=family, cfg=cfg))
+    return out
+
+
+def training_mixture(sim_nc: int = 1, ave_anchors: str = "none") -> TaskFamily:
+    """The canonical training mixture of PAPER.md section 11 (equal thirds; pairwise nc=1, amortization without
+    anchors), or the reference code's variants."""
+    components = ("prototype", {"name": "pairwise", "nc": sim_nc}, {"name": "amortization", "anchors": ave_anchors})
+    return tasks.get(MIXTURE, components=components)
+
+
+def mixture_jobs(
+    scale: Scale, names: Sequence[str], seed: int, start: int = 2, sim_nc: int = 1, ave_anchors: str = "none"
+) -> list[study.Job]:
+    """One run per learner trained on the mixture (Figure 2 bottom; Figure 3 reuses the same runs)."""
+    training, budget = training_mixture(sim_nc, ave_anchors), scale.budgets[MIXTURE]
+    return [study.Job(MIXTURE, build(n), training, train_config(scale, budget, n, start, seed)) for n in names]
+
+
+def print_table(table: list[dict[str, Any]], rows: Sequence[str], cols: Sequence[str], train: str | None) -> None:
+    """Rows: learners (trained on `train`, or on each column's family when None), columns: test families."""
+    print(f"{'mean accuracy':<16}" + "".join(f"{c:>14}" for c in cols))
+    for row in rows:
+        cells = []
+        for col in cols:
+            value = study.table_value(table, row, col, train=col if train is None else train)
+            cells.append(f"{'-':>14}" if math.isnan(value) else f"{value:14.3f}")
+        print(f"{row:<16}" + "".join(cells))

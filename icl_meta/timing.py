@@ -1,0 +1,68 @@
+"""Seconds per training step, after compilation: the one timing helper of the throughput benchmark and the figure
+scripts. A step is compiled ahead of time (`lower().compile()`, so the compile time is measured apart), then called
+as the trainer calls it, blocking on every call."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from icl_meta.contracts import Learner, TaskFamily
+from icl_meta.errors import require
+from icl_meta.parallel import replicate
+from icl_meta.train import PREQUENTIAL, TRAIN_STREAM, Objective, TrainConfig, init_state, stream_key, train_steps
+
+
+@dataclasses.dataclass
+class CompiledSteps:
+    """`num_steps` fused training steps compiled for one configuration, with a state to run them from."""
+
+    compiled: Any
+    state: Any
+    key: jax.Array
+    num_steps: int
+    compile_s: float
+
+    def flops_per_step(self) -> float:
+        """XLA's FLOP count of a single compiled step (of several fused ones, XLA may count the scan body once)."""
+        require(self.num_steps == 1, "FLOPs per step come from a compiled single step (compile_steps(..., 1))")
+        analysis = self.compiled.cost_analysis()
+        analysis = analysis[0] if isinstance(analysis, list) else analysis
+        return float(analysis.get("flops", float("nan")))
+
+    def steps_per_second(self, min_time: float = 0.0, min_calls: int = 2) -> float:
+        """One warm-up call, then calls, each blocked on, for at least `min_calls` and `min_time` seconds."""
+        self.state, losses = self.compiled(self.state, self.key)
+        jax.block_until_ready(losses)
+        calls, t0 = 0, time.perf_counter()
+        while calls < min_calls or time.perf_counter() - t0 < min_time:
+            self.state, losses = self.compiled(self.state, self.key)
+            jax.block_until_ready(losses)
+            calls += 1
+        require(bool(jnp.isfinite(losses).all()), "non-finite loss while timing")
+        return calls * self.num_steps / (time.perf_counter() - t0)
+
+
+def compile_steps(
+    learner: Learner,
+    family: TaskFamily,
+    cfg: TrainConfig,
+    num_steps: int,
+    mesh: Mesh | None = None,
+    objective: Objective = PREQUENTIAL,
+) -> CompiledSteps:
+    """`train.train_steps` for `num_steps` fused steps, compiled ahead of time and timed."""
+    state = replicate(init_state(learner, family, cfg), mesh)
+    key = stream_key(cfg.seed, TRAIN_STREAM)
+    t0 = time.perf_counter()
+    lowered = train_steps.lower(
+        state, key, learner=learner, family=family, cfg=cfg.step_settings(), num_steps=num_steps, mesh=mesh,
+        objective=objective,
+    )  # fmt: skip
+    compiled = lowered.compile()
+    return CompiledSteps(compiled, state, key, num_steps, time.perf_counter() - t0)
