@@ -19,6 +19,7 @@ from typing import Any
 
 import tasks
 from experiments import study
+from icl_meta import compile_cache
 from icl_meta.contracts import TaskFamily
 from icl_meta.errors import ConfigError, guarded
 from icl_meta.learners import build
@@ -43,13 +44,16 @@ def parser(description: str, scales: Iterable[str], *, learners: Sequence[str] =
     p.add_argument("--out", type=Path, default=None, help="run directories (default runs/FIGURE/SCALE)")
     p.add_argument("--figures", type=Path, default=Path("figures"), help="results and PNGs (default figures/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    compile_cache.add_options(p)
     return p
 
 
 def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The script's arguments; turns the persistent compilation cache on unless --no-compile-cache."""
     args = p.parse_args(argv)
     if getattr(args, "seeds", None) is not None and args.seeds < 1:
         raise ConfigError(f"--seeds must be an integer >= 1, got {args.seeds}")
+    compile_cache.enable_from(args)
     return args
 
 

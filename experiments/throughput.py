@@ -40,6 +40,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -252,6 +253,86 @@ def scaling_in_child(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+# The reference implementation (PyTorch, one pass per prefix, batch 128), run unmodified on this project's 2-core CPU
+# (issue 13): its training speed and its wall time to 0.925 mean accuracy over positions 2..49 on prototype tasks.
+REFERENCE = {"task_positions_per_s": 7047, "time_to_quality_s": 200.0}
+QUALITY = 0.925
+# Time-to-quality recipes (icl-meta train options): the fast one the README recommends, and the paper-faithful one.
+RECIPES = {
+    "fast": ["--protocol", "causal", "--batch", "64", "--lr", "1e-2", "--eval-every", "25", "--scan-steps", "25"],
+    "paper": ["--positions-per-step", "8", "--batch", "64", "--lr", "3e-3", "--eval-every", "50", "--scan-steps", "50"],
+}
+
+
+def time_to_quality_rows(recipes: list[str], steps: int) -> list[dict[str, Any]]:
+    """Wall seconds from process start to the first (full) evaluation at 0.925 on prototype tasks, compilation and
+    evaluations included: `icl-meta train ... --stop-at 0.925` as a child process, first with an empty compilation
+    cache, then again with the cache the first run filled."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for recipe in recipes:
+            cache = Path(tmp) / f"cache_{recipe}"
+            for state in ("cold", "warm"):
+                out = Path(tmp) / f"{recipe}_{state}"
+                command = [sys.executable, "-m", "icl_meta.cli", "--compile-cache", str(cache), "train", "--task",
+                           "prototype", *RECIPES[recipe], "--steps", str(steps), "--stop-at", str(QUALITY),
+                           "--no-progress", "--out", str(out)]  # fmt: skip
+                t0 = time.perf_counter()
+                subprocess.run(command, check=True, capture_output=True)
+                wall = time.perf_counter() - t0
+                last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+                rows.append({
+                    "row": "time_to_quality", "recipe": recipe, "cache": state, "options": RECIPES[recipe],
+                    "wall_s": round(wall, 1), "steps": last["step"], "accuracy": round(last["eval_accuracy"], 4),
+                    "reached": last["eval_accuracy"] >= QUALITY,
+                    "vs_reference": round(REFERENCE["time_to_quality_s"] / wall, 1),
+                })  # fmt: skip
+                tqdm.write(format_quality(rows[-1]))
+    return rows
+
+
+def format_quality(row: dict[str, Any]) -> str:
+    reached = f"{row['accuracy']:.3f} at step {row['steps']}" + ("" if row["reached"] else " (not reached)")
+    return (
+        f"time to {QUALITY}: {row['recipe']:<6} recipe, {row['cache']} compile cache: {row['wall_s']:6.1f} s "
+        f"({reached}; the reference takes ~{REFERENCE['time_to_quality_s']:.0f} s: x{row['vs_reference']})"
+    )
+
+
+COMPILE_CHILD = """
+import sys, time
+from icl_meta import compile_cache
+compile_cache.enable(sys.argv[1])
+import tasks
+from experiments.throughput import PRESETS, learner_for
+from icl_meta.timing import compile_steps
+from icl_meta.train import TrainConfig
+p = PRESETS[sys.argv[2]]["paper"]
+cfg = TrainConfig(batch=p.batch, n=p.n, loss_start=p.loss_start)
+print(compile_steps(learner_for(p, sys.argv[3]), tasks.get(p.family, **p.family_args), cfg, 1).compile_s)
+"""
+
+
+def compile_rows(scale: str, protocols: list[str]) -> list[dict[str, Any]]:
+    """The paper preset's train step (one step, batch 128, every position) compiled in a fresh process with an empty
+    persistent compilation cache, then in another process with the cache the first one filled."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for protocol in protocols:
+            times = {}
+            for state in ("cold", "warm"):
+                command = [sys.executable, "-c", COMPILE_CHILD, str(Path(tmp) / protocol), scale, protocol]
+                out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+                times[state] = round(float(out.strip().splitlines()[-1]), 2)
+            rows.append(
+                {"row": "compile", "preset": "paper", "protocol": protocol, **{f"{k}_s": v for k, v in times.items()}}
+            )
+            tqdm.write(
+                f"compile paper/{protocol}: {times['cold']:.1f} s with an empty cache, {times['warm']:.2f} s warm"
+            )
+    return rows
+
+
 def format_row(row: dict[str, Any]) -> str:
     speedup = row.get("speedup_vs_loop")
     return (
@@ -286,6 +367,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peak-size", type=int, default=None, help="matmul size of the peak (2048 CPU, 4096 GPU)")
     parser.add_argument("--quick", action="store_true", help="K in 1 10 and 1 s per row")
     parser.add_argument("--no-scaling", action="store_true", help="skip the device-scaling rows")
+    parser.add_argument("--no-quality", action="store_true", help="skip the time-to-quality and compile-cache rows")
+    parser.add_argument("--recipes", nargs="+", choices=tuple(RECIPES), default=list(RECIPES), help="time-to-quality")
+    parser.add_argument("--quality-steps", type=int, default=2000, help="step budget of a time-to-quality run")
     parser.add_argument("--scaling-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--distributed", action="store_true", help="jax.distributed.initialize() first (multi-host)")
@@ -315,11 +399,14 @@ def main(argv: list[str] | None = None) -> None:
         write_json(args.worker_out, scaling_rows(args, matmul_peak(args.peak_size)))
         return
     t0 = time.perf_counter()
+    jax.config.update("jax_enable_compilation_cache", False)  # the rows time real compiles
+    quality = [] if args.no_quality else time_to_quality_rows(args.recipes, args.quality_steps)
+    compiles = [] if args.no_quality else compile_rows(args.scale, ["causal", "prefix"])
     peak = matmul_peak(args.peak_size)
     print(f"{machine()['device']}: float32 matmul peak {peak / 1e9:.1f} GFLOP/s ({args.peak_size}^3)", flush=True)
     rows = protocol_rows(args, peak)
     scaling = [] if args.no_scaling else scaling_in_child(args)
-    print("\n" + "\n".join(format_row(r) for r in rows + scaling))
+    print("\n" + "\n".join([*map(format_quality, quality), *map(format_row, rows + scaling)]))
     document = {
         "experiment": "throughput",
         "command": " ".join(["python experiments/throughput.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -328,6 +415,9 @@ def main(argv: list[str] | None = None) -> None:
         "peak_flops_per_s": peak,
         "peak_matmul_size": args.peak_size,
         "machine": machine(),
+        "reference": REFERENCE,
+        "time_to_quality": quality,
+        "compile": compiles,
         "rows": rows,
         "scaling": scaling,
         "runtime_s": round(time.perf_counter() - t0, 1),

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from icl_meta import compile_cache
+
 FIGURES = {  # figure -> its scripts, run in order
     "fig2": ("experiments.fig2_single", "experiments.fig2_mixture"),
     "fig3": ("experiments.fig3_generalization",),
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="import a module first (e.g. one that registers task families outside tasks/), repeatable",
     )
+    compile_cache.add_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="task families with their parameters, learners and model presets")
@@ -82,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("positions-per-step", int, None, "random subset of loss positions per step; default all"),
         ("scan-steps", int, 50, "steps fused into one compiled call"),
         ("eval-every", int, 500, "steps between evaluations and checkpoints"),
-        ("eval-tasks", int, 2048, "held-out tasks"),
+        ("eval-tasks", int, 2048, "held-out tasks of the last (full) evaluation"),
+        ("probe-tasks", int, 512, "held-out tasks of the evaluations before the last"),
+        ("probe-positions", int, 16, "positions of the evaluations before the last, spread over the loss range"),
+        ("stop-at", float, None, "stop once the held-out metric reaches this (accuracy >=, squared error <=)"),
         ("seed", int, 0, "seed of every random stream"),
         ("grad-clip", float, None, "global gradient-norm clip; default none (as the reference)"),
         ("warmup-steps", int, 0, "linear learning-rate warm-up from 0"),
@@ -99,8 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--devices", type=int, default=None, help="shard the task batch over this many devices")
     train.add_argument(
-        "--distributed", action="store_true", help="jax.distributed.initialize() first (one process per host)"
+        "--distributed", action="store_true", help="join a multi-process job first (jax.distributed.initialize)"
     )
+    train.add_argument(
+        "--coordinator", metavar="HOST:PORT", help="with --distributed: the coordinator (default: the cluster's)"
+    )
+    train.add_argument("--num-processes", type=int, help="with --distributed: processes in the job")
+    train.add_argument("--process-id", type=int, help="with --distributed: this process's id, 0..N-1")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("eval", help="evaluate a saved run on any task family with the same d and C")
@@ -142,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "reproduce": cmd_reproduce, "bench": cmd_bench}
 
     def run() -> None:
+        compile_cache.enable_from(args)
         for module in args.imports or []:
             _import(module)
         commands[args.command](args)
@@ -149,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     from icl_meta.errors import guarded
 
     return guarded(run)
+
+
+def compile_cache_argv(args: argparse.Namespace) -> list[str]:
+    """The compile-cache options again, for a figure script run from this command."""
+    if args.no_compile_cache:
+        return ["--no-compile-cache"]
+    return ["--compile-cache", str(args.compile_cache)] if args.compile_cache else []
 
 
 def _force_host_devices(count: int) -> None:
@@ -214,7 +233,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from icl_meta.train import TrainConfig, train
 
     if args.distributed:
-        init_distributed()
+        init_distributed(args.coordinator, args.num_processes, args.process_id)
     family = tasks.get(args.task, **parse_assignments(args.task_arg, "--task-arg"))
     hparams = parse_assignments(args.model_arg, "--model-arg")
     if args.learner == "icl":
@@ -232,6 +251,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         scan_steps=args.scan_steps,
         eval_every=args.eval_every,
         eval_tasks=args.eval_tasks,
+        probe_tasks=args.probe_tasks,
+        probe_positions=args.probe_positions,
+        stop_at=args.stop_at,
         seed=args.seed,
         grad_clip=args.grad_clip,
         warmup_steps=args.warmup_steps,
@@ -278,6 +300,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     argv = ["--scale", args.scale, "--seed", str(args.seed), "--figures", str(args.figures)]
     argv += ["--out", str(args.out)] if args.out is not None else []
     argv += ["--no-progress"] if args.no_progress else []
+    argv += compile_cache_argv(args)
     for module in FIGURES[args.figure]:
         print(f"== {module} {' '.join(argv)}")
         importlib.import_module(module).main(argv)

@@ -26,17 +26,24 @@ def pointwise(spec: TaskSpec, out: jax.Array, y: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
-def _scores(learner: Learner, params: Any, spec: TaskSpec, x: jax.Array, y: jax.Array) -> jax.Array:
-    return pointwise(spec, learner.predict(params, x, y), y)
+def _scores(
+    learner: Learner, params: Any, spec: TaskSpec, x: jax.Array, y: jax.Array, positions: jax.Array | None
+) -> jax.Array:
+    targets = y if positions is None else jnp.take(y, positions, axis=1)
+    return pointwise(spec, learner.predict(params, x, y, positions), targets)
 
 
-def per_position(learner: Learner, params: Any, spec: TaskSpec, episode: Episode, chunk: int = 512) -> np.ndarray:
-    """The metric of every task at every position, [B, N], computed in chunks of tasks to bound memory."""
+def per_position(
+    learner: Learner, params: Any, spec: TaskSpec, episode: Episode, chunk: int = 512, positions: Any = None
+) -> np.ndarray:
+    """The metric of every task at every position, [B, N] (or at `positions` only, [B, P]), computed in chunks of
+    tasks to bound memory."""
     b = episode.x.shape[0]
+    positions_P = None if positions is None else jnp.asarray(positions, jnp.int32)
     parts = []
     for start in range(0, b, chunk):  # few chunks, each the same compiled shape except maybe the last
         sl = slice(start, min(start + chunk, b))
-        parts.append(np.asarray(_scores(learner, params, spec, episode.x[sl], episode.y[sl])))
+        parts.append(np.asarray(_scores(learner, params, spec, episode.x[sl], episode.y[sl], positions_P)))
     return np.concatenate(parts, 0)
 
 

@@ -208,6 +208,9 @@ NEUTRAL_SETTINGS = {
     "learner.config.block": "paper",
     "learner.config.positions": None,
     "learner.config.scan_layers": False,
+    "train.probe_tasks": None,
+    "train.probe_positions": None,
+    "train.stop_at": None,
 }
 
 

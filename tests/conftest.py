@@ -9,5 +9,7 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 
 import jax
 
-jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "icl_meta_test_jax_cache"))
+CACHE = os.path.join(tempfile.gettempdir(), "icl_meta_test_jax_cache")
+os.environ["ICL_META_COMPILE_CACHE"] = CACHE  # the CLI and figure scripts, run by the tests, use the same cache
+jax.config.update("jax_compilation_cache_dir", CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -138,3 +138,27 @@ def test_one_step_on_four_devices_matches_one_device(protocol):
     assert any(not np.allclose(a, b, atol=0) for a, b in zip(params_one, leaves(init_state(learner, FAMILY, CFG))))
     for a, b in zip(params_one, params_four, strict=True):
         np.testing.assert_allclose(b, a, atol=1e-6)
+
+
+def test_evaluations_before_the_last_probe_and_the_last_is_full():
+    cfg = TrainConfig(**{**CFG.__dict__, "steps": 20, "probe_tasks": 16, "probe_positions": 3})
+    result = train(LEARNER, FAMILY, cfg, progress=False)
+    tasks_, positions = cfg.probe()
+    assert tasks_ == 16 and positions.tolist() == [2, 6, 11]  # spread over the loss range 2..11
+    assert [(r["step"], r["eval_tasks"], r["eval_positions"]) for r in result.history] == [
+        (0, 16, 3), (10, 16, 3), (20, 64, 10)
+    ]  # fmt: skip
+    full = np.asarray(result.curve["mean"])[cfg.loss_start : cfg.stop].mean()
+    assert result.history[-1]["eval_accuracy"] == pytest.approx(full, abs=1e-6)
+
+
+def test_stop_at_ends_the_run_at_the_first_full_evaluation_that_reaches_it(tmp_path):
+    run = RunDir(tmp_path / "run")
+    cfg = TrainConfig(**{**CFG.__dict__, "steps": 60, "stop_at": 0.0})  # reached at the first evaluation
+    result = train(LEARNER, FAMILY, cfg, run, {"train": "cfg"}, progress=False)
+    assert int(result.state.step) == 10 and [r["step"] for r in result.history] == [0, 10]
+    assert result.history[-1]["eval_tasks"] == cfg.eval_tasks  # confirmed on every task
+    again = train(LEARNER, FAMILY, cfg, run, {"train": "cfg"}, resume=True, progress=False)
+    assert int(again.state.step) == 10 and len(again.history) == 2  # a stopped run stays stopped
+    never = TrainConfig(**{**CFG.__dict__, "steps": 20, "stop_at": 1.01})
+    assert int(train(LEARNER, FAMILY, never, progress=False).state.step) == 20

@@ -1,6 +1,7 @@
 """The ICL transformer against a literal numpy re-implementation of the reference model, run prefix by prefix."""
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -136,20 +137,32 @@ def test_prefix_buckets_do_not_change_predictions(batch, buckets):
     np.testing.assert_allclose(one_pass[:, positions], run_prefix(net, ctx, qry, positions, buckets), atol=1e-6)
 
 
-def test_causal_scan_matches_explicit_mask_and_stays_finite_for_large_logits():
-    kq, kk, kv = jax.random.split(jax.random.key(3), 3)
+def test_causal_pairs_match_explicit_mask_and_stay_finite_for_large_logits():
+    """The blocked causal kernel and its written-out gradient against the explicit [L, L] mask, in float64, for keys
+    that spread little, by ~100 along the sequence, and by 60 between neighbours (one block); finite far beyond."""
     n = 7
-    q = jax.random.normal(kq, (2, 2 * n, 4))
-    v = jax.random.normal(kv, (2, 2 * n, 4))
-    fast_fn = jax.jit(lambda k_: linear_attention(q, k_, v, CAUSAL_PAIRS))
-    grad_fn = jax.jit(jax.grad(lambda k_: fast_fn(k_).sum()))
-    for scale in (1.0, 6.0, 300.0):  # spreads ~4, ~26: one shift per sequence (dense); ~1300: the scan
-        k = scale * jax.random.normal(kk, (2, 2 * n, 4))
-        fast = fast_fn(k)
-        explicit = linear_attention(q, k, v, CAUSAL_PAIRS.dense(2 * n))
-        assert bool(jnp.isfinite(fast).all())
-        np.testing.assert_allclose(fast, explicit, atol=1e-5)
-        assert bool(jnp.isfinite(grad_fn(k)).all())
+    kq, kk, kv, kw = jax.random.split(jax.random.key(3), 4)
+    q, v, w = (jax.random.normal(key, (2, 2 * n, 4)) for key in (kq, kv, kw))
+    base = jax.random.normal(kk, (2, 2 * n, 4))
+    position = jnp.concatenate([jnp.arange(n), jnp.arange(n)])[None, :, None]
+
+    def loss(mask, a, b, c):
+        return (linear_attention(a, b, c, mask) * w).sum()
+
+    def explicit(a, b, c):  # float64: the reference
+        return loss(CAUSAL_PAIRS.dense(2 * n), *(t.astype(jnp.float64) for t in (a, b, c)))
+
+    fast_grad = jax.jit(jax.grad(functools.partial(loss, CAUSAL_PAIRS), argnums=(0, 1, 2)))
+    with jax.enable_x64(True):
+        for k in (base, 6.0 * base, base + 14.0 * position, base + 60.0 * (position % 2)):
+            fast = linear_attention(q, k, v, CAUSAL_PAIRS)
+            slow = linear_attention(*(t.astype(jnp.float64) for t in (q, k, v)), CAUSAL_PAIRS.dense(2 * n))
+            np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
+            for got, want in zip(fast_grad(q, k, v), jax.grad(explicit, argnums=(0, 1, 2))(q, k, v), strict=True):
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    far = 300.0 * base  # gaps of hundreds inside a block: rows that underflow attend to nothing, nothing is NaN
+    assert bool(jnp.isfinite(linear_attention(q, far, v, CAUSAL_PAIRS)).all())
+    assert all(bool(jnp.isfinite(g).all()) for g in fast_grad(q, far, v))
 
 
 def test_regression_readout_and_multiclass_shapes():
