@@ -117,17 +117,19 @@ def _linear_causal_pairs(q_LE: jax.Array, k_LE: jax.Array, v_LE: jax.Array) -> j
     Keys may spread by far more over a sequence: only the gap inside a block of ~8 positions counts. Beyond it (a row
     whose weights relative to its block's largest key are below e^-87 for every visible key) the row attends to
     nothing (output and gradient 0) instead of returning NaN."""
-    rows_bR, *_, w_bRL = _blocked_parts(q_LE, k_LE)
-    return _to_layout(jnp.einsum("...brl,...le->...bre", w_bRL, v_LE), rows_bR)
+    return _linear_causal_pairs_fwd(q_LE, k_LE, v_LE)[0]
 
 
 def _linear_causal_pairs_fwd(q_LE: jax.Array, k_LE: jax.Array, v_LE: jax.Array) -> tuple[jax.Array, tuple]:
-    return _linear_causal_pairs(q_LE, k_LE, v_LE), (q_LE, k_LE, v_LE)
+    rows_bR, _, e_bLE, z_bRE, r_bRE, w_bRL = _blocked_parts(q_LE, k_LE)
+    out_LE = _to_layout(jnp.einsum("...brl,...le->...bre", w_bRL, v_LE), rows_bR)
+    return out_LE, (v_LE, e_bLE, z_bRE, r_bRE, w_bRL)
 
 
 def _linear_causal_pairs_bwd(residuals: tuple, g_LE: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    q_LE, k_LE, v_LE = residuals
-    rows_bR, mask_bRL, e_bLE, z_bRE, r_bRE, w_bRL = _blocked_parts(q_LE, k_LE)
+    v_LE, e_bLE, z_bRE, r_bRE, w_bRL = residuals
+    rows_bR = _block_rows(v_LE.shape[-2] // 2)
+    mask_bRL = CAUSAL_PAIRS.dense(v_LE.shape[-2])[rows_bR].astype(v_LE.dtype)
     g_bRE = g_LE[..., rows_bR, :]
     dv_LE = jnp.einsum("...brl,...bre->...le", w_bRL, g_bRE)
     dw_bRL = jnp.einsum("...bre,...le->...brl", g_bRE, v_LE) * mask_bRL

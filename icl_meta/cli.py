@@ -227,13 +227,21 @@ def cmd_train(args: argparse.Namespace) -> None:
     import tasks
     from experiments import study
     from icl_meta import learners
+    from icl_meta.errors import ConfigError
     from icl_meta.parallel import data_mesh, init_distributed
     from icl_meta.report import write_report
     from icl_meta.runs import RunDir, run_config
     from icl_meta.train import TrainConfig, train
 
     if args.distributed:
+        import jax
+
         init_distributed(args.coordinator, args.num_processes, args.process_id)
+        if jax.process_count() > 1:  # the step shards over processes; the run directory does not yet
+            raise ConfigError(
+                "--distributed: the sharded training step runs across processes (icl_meta.parallel, "
+                "docs/reference.md), but train's evaluation and checkpoints are single-process: use --devices"
+            )
     family = tasks.get(args.task, **parse_assignments(args.task_arg, "--task-arg"))
     hparams = parse_assignments(args.model_arg, "--model-arg")
     if args.learner == "icl":

@@ -52,7 +52,8 @@ def test_family_defined_in_a_test_module_trains_and_evaluates(tmp_path, capsys):
 
     run = tmp_path / "xor"
     tiny = ["--n", "12", "--batch", "16", "--eval-tasks", "64", "--scan-steps", "5", "--eval-every", "10"]
-    argv = ["train", "--task", "test_xor", "--steps", "20", *tiny, "--model-arg", "depth=2", "--out", str(run)]
+    argv = ["train", "--task", "test_xor", "--steps", "20", *tiny, "--model-arg", "depth=1", "--protocol", "causal"]
+    argv += ["--out", str(run)]
     assert main([*argv, "--no-progress"]) == 0
     assert main(["eval", str(run), "--task-arg", "sigma=2", "--tasks", "64"]) == 0
     results = json.loads((run / "eval_test_xor_sigma2.json").read_text())

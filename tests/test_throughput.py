@@ -36,8 +36,16 @@ def test_smoke_benchmark_writes_every_row_and_field(tmp_path):
     out = tmp_path / "throughput.json"
     args = ["--scale", "smoke", "--presets", "paper", "--protocols", "loop", "causal", "--scan-steps", "1"]
     args += ["--min-time", "0", "--devices", "2"]
-    throughput.main([*args, "--peak-size", "512", "--no-progress", "--out", str(out)])
+    quality = ["--recipes", "fast", "--quality-steps", "25"]  # not enough to reach 0.925: the row says so
+    throughput.main([*args, *quality, "--peak-size", "512", "--no-progress", "--out", str(out)])
     doc = json.loads(out.read_text())
+    (cold, warm) = doc["time_to_quality"]
+    assert (cold["cache"], warm["cache"]) == ("cold", "warm") and cold["steps"] == warm["steps"] == 25
+    assert not cold["reached"] and cold["accuracy"] == warm["accuracy"] and cold["wall_s"] > 0
+    assert {(r["protocol"], r["cold_s"] > 0, r["warm_s"] > 0) for r in doc["compile"]} == {
+        ("causal", True, True),
+        ("prefix", True, True),
+    }
     rows = doc["rows"]
     expected = {("paper", protocol, 1) for protocol in ("loop", "causal")}
     assert {(r["preset"], r["protocol"], r["scan_steps"]) for r in rows} == expected

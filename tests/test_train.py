@@ -126,16 +126,17 @@ def test_one_step_on_four_devices_matches_one_device(protocol):
         pytest.skip("needs >= 4 devices (XLA_FLAGS=--xla_force_host_platform_device_count=4)")
     learner = ICLTransformer(preset("paper", depth=2, protocol=protocol))
     key = stream_key(CFG.seed, TRAIN_STREAM)
+    cfg = TrainConfig(**{**CFG.__dict__, "positions_per_step": 3})  # one padded prefix pass: a small program
     results = []
     for mesh in (None, data_mesh(4)):
-        state = replicate(init_state(learner, FAMILY, CFG), mesh)
+        state = replicate(init_state(learner, FAMILY, cfg), mesh)
         state, losses = train_steps(
-            state, key, learner=learner, family=FAMILY, cfg=CFG.step_settings(), num_steps=1, mesh=mesh
+            state, key, learner=learner, family=FAMILY, cfg=cfg.step_settings(), num_steps=1, mesh=mesh
         )
         results.append((np.asarray(losses), leaves(state)))
     (loss_one, params_one), (loss_four, params_four) = results
     np.testing.assert_allclose(loss_four, loss_one, rtol=1e-6)
-    assert any(not np.allclose(a, b, atol=0) for a, b in zip(params_one, leaves(init_state(learner, FAMILY, CFG))))
+    assert any(not np.allclose(a, b, atol=0) for a, b in zip(params_one, leaves(init_state(learner, FAMILY, cfg))))
     for a, b in zip(params_one, params_four, strict=True):
         np.testing.assert_allclose(b, a, atol=1e-6)
 

@@ -90,7 +90,7 @@ def test_protocol_equals_literal_per_prefix_loop(batch, protocol, attention):
     x, y = batch
     learner = ICLTransformer(preset("paper", attention=attention, protocol=protocol, depth=3))
     params = learner.init(jax.random.key(0), SPEC)
-    logp = np.asarray(learner.predict(params, x, y))
+    logp = np.asarray(jax.jit(learner.predict)(params, x, y))
     ctx, qry = (np.asarray(t) for t in make_tokens(x, y, SPEC))
     for b in range(x.shape[0]):
         for i in range(x.shape[1]):  # the query is the last token of each literal pass
@@ -104,11 +104,12 @@ def test_prediction_at_i_ignores_later_examples(batch, protocol):
     x, y = batch
     learner = ICLTransformer(preset("paper", protocol=protocol, depth=2))
     params = learner.init(jax.random.key(0), SPEC)
-    out = learner.predict(params, x, y)
+    predict = jax.jit(learner.predict)
+    out = predict(params, x, y)
     i = 4  # change y_j for j >= i and x_j for j > i: positions <= i must not move
     x2 = x.at[:, i + 1 :].add(3.0)
     y2 = y.at[:, i:].set(1 - y[:, i:])
-    out2 = learner.predict(params, x2, y2)
+    out2 = predict(params, x2, y2)
     np.testing.assert_allclose(out[:, : i + 1], out2[:, : i + 1], atol=1e-6)
     assert float(jnp.abs(out[:, i + 1 :] - out2[:, i + 1 :]).max()) > 1e-4
 
@@ -118,9 +119,10 @@ def test_positions_subset_equals_full_output(batch, protocol):
     x, y = batch
     learner = ICLTransformer(preset("paper", protocol=protocol, depth=2))
     params = learner.init(jax.random.key(0), SPEC)
-    full = learner.predict(params, x, y)
+    predict = jax.jit(learner.predict)
+    full = predict(params, x, y)
     for positions in (jnp.array([0, 3, 8]), jnp.array([8, 0, 3, 7, 6])):  # sorted or not: prefix buckets by rank
-        np.testing.assert_allclose(learner.predict(params, x, y, positions), full[:, positions], atol=1e-6)
+        np.testing.assert_allclose(predict(params, x, y, positions), full[:, positions], atol=1e-6)
 
 
 @pytest.mark.parametrize("buckets", [1, 3, 9])
@@ -129,12 +131,15 @@ def test_prefix_buckets_do_not_change_predictions(batch, buckets):
     learner = ICLTransformer(preset("paper", depth=2))
     params = learner.init(jax.random.key(0), SPEC)
     ctx, qry = make_tokens(x, y, SPEC)
-    net, positions = learner.network(params), jnp.array([1, 2, 4, 5, 8])
-    np.testing.assert_allclose(
-        run_prefix(net, ctx, qry, positions, buckets), run_prefix(net, ctx, qry, positions, 1), atol=1e-6
-    )
-    one_pass = run_prefix(net, ctx, qry, jnp.arange(9), buckets)  # every prefix: buckets of ranks are exact
-    np.testing.assert_allclose(one_pass[:, positions], run_prefix(net, ctx, qry, positions, buckets), atol=1e-6)
+    positions = jnp.array([1, 2, 4, 5, 8])
+
+    @functools.partial(jax.jit, static_argnums=(1,))
+    def prefix(positions_P, buckets_):
+        return run_prefix(learner.network(params), ctx, qry, positions_P, buckets_)
+
+    np.testing.assert_allclose(prefix(positions, buckets), prefix(positions, 1), atol=1e-6)
+    one_pass = prefix(jnp.arange(9), buckets)  # every prefix: buckets of ranks are exact
+    np.testing.assert_allclose(one_pass[:, positions], prefix(positions, buckets), atol=1e-6)
 
 
 def test_causal_pairs_match_explicit_mask_and_stay_finite_for_large_logits():
