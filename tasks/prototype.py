@@ -52,10 +52,14 @@ class Prototype(TaskFamily):
         """The nearest prototype (anchors, when on, are labelled by their generating class instead)."""
         return prototype_labels(x, params["prototypes"])
 
+    def draw_prototypes(self, key: jax.Array, batch: int) -> jax.Array:
+        """The C prototypes of each of `batch` tasks, [B, C, d]: W_k ~ N(0, I_d)."""
+        return jax.random.normal(key, (batch, self.spec.classes, self.d), jnp.float32)
+
     def _sample(self, key: jax.Array, batch: int, n: int) -> Episode:
         C, d = self.spec.classes, self.d
         k_w, k_perm, k_eps, k_anchor_eps, k_anchor_order = jax.random.split(key, 5)
-        w_BCD = jax.random.normal(k_w, (batch, C, d), jnp.float32)
+        w_BCD = self.draw_prototypes(k_w, batch)
 
         # Class-interleaved order (rep, class) truncated to N puts class j % C at position j; permuting the positions
         # gives position i the class perm[i] % C.
