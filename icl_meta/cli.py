@@ -21,6 +21,7 @@ FIGURES = {  # figure -> its scripts, run in order
     "fig3": ("experiments.fig3_generalization",),
     "fig4": ("experiments.fig4_curriculum",),
     "fig6": ("experiments.fig6_metameta",),
+    "unsupervised": ("experiments.unsupervised",),  # unsupervised ICL by joint inference (the second seed paper)
 }
 
 
