@@ -90,7 +90,10 @@ def test_resume_extends_a_finished_run(trained_run, capsys, tmp_path):
         (["train", "--task", "prototype", "--model-arg", "depth=abc", "--out", "X"], "depth must be an integer"),
         (["train", "--task", "prototype", "--model-arg", "depth=2.5", "--out", "X"], "depth must be an integer"),
         (["train", "--task", "prototype", "--task-arg", "sigma=abc", "--out", "X"], "sigma must be a finite number"),
-        (["train", "--task", "prototype", "--learner", "foo", "--out", "X"], "accepted: averaging, cnp, icl,"),
+        (
+            ["train", "--task", "prototype", "--learner", "foo", "--out", "X"],
+            "accepted: averaging, cnp, gaussian_bayes,",
+        ),
         (["train", "--task", "prototype", "--preset", "huge", "--out", "X"], "unknown model preset 'huge'"),
         (["train", "--task", "prototype", "--devices", "0", "--out", "X"], "devices must be between 1 and"),
     ],

@@ -30,7 +30,7 @@ def test_smoke_scale_end_to_end(tmp_path):
         ["--scale", "smoke", "--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "fig"), "--no-progress"]
     )
     saved = json.loads((tmp_path / "fig" / "unsupervised_smoke.json").read_text())
-    assert saved["claims"] == doc["claims"]
+    assert json.dumps(saved["claims"]) == json.dumps(doc["claims"])  # as text: a gap recovered may be NaN
     for png in ("rounds", "finetune", "methods"):
         assert (tmp_path / "fig" / f"unsupervised_smoke_{png}.png").stat().st_size > 0
     rows = {(r["regime"], r["method"], r["learner"], r["split"]) for r in doc["table"]}
