@@ -62,13 +62,12 @@ def run_root(args: argparse.Namespace, figure: str) -> Path:
     return args.out or Path("runs") / figure / args.scale
 
 
-def parse_learners(text: str, accepted: Sequence[str]) -> tuple[str, ...]:
+def parse_choices(text: str, accepted: Sequence[str], flag: str = "--learners") -> tuple[str, ...]:
+    """A comma-separated subset of `accepted` (e.g. --learners icl,protonet); a one-line error names the rest."""
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     unknown = [n for n in names if n not in accepted]
     if unknown or not names:
-        raise ConfigError(
-            f"--learners: unknown {', '.join(unknown) or '(none given)'}; accepted: {', '.join(accepted)}"
-        )
+        raise ConfigError(f"{flag}: unknown {', '.join(unknown) or '(none given)'}; accepted: {', '.join(accepted)}")
     return names
 
 

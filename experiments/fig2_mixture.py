@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--ave-anchors", choices=("none", "flipped"), default="none", help="amortization anchors")
     parser.add_argument("--test-set", choices=("canonical", "reference"), default="canonical", help="test sets")
     args = common.parse(parser, argv)
-    scale, names = MIXTURE_SCALES[args.scale], common.parse_learners(args.learners, LEARNERS)
+    scale, names = MIXTURE_SCALES[args.scale], common.parse_choices(args.learners, LEARNERS)
     variant = variant_suffix(args)
     root = args.out or Path("runs") / "fig2" / f"{args.scale}{variant}"
     t0 = time.perf_counter()

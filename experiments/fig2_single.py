@@ -35,7 +35,7 @@ from icl_meta.runs import results_document, run_config
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = common.parse(common.parser(__doc__.splitlines()[0], SINGLE_SCALES, learners=LEARNERS), argv)
-    scale, names = SINGLE_SCALES[args.scale], common.parse_learners(args.learners, LEARNERS)
+    scale, names = SINGLE_SCALES[args.scale], common.parse_choices(args.learners, LEARNERS)
     t0 = time.perf_counter()
     families = common.test_families()
     tests = study.sample_test_sets(families, scale.test_tasks, scale.n, args.seed)

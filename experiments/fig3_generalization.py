@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--context", type=int, default=20, help="context examples of the decision regions (20)")
     args = common.parse(parser, argv)
     require(args.context >= 1, f"--context must be an integer >= 1, got {args.context}")
-    settings, names = SCALES[args.scale], common.parse_learners(args.learners, LEARNERS)
+    settings, names = SCALES[args.scale], common.parse_choices(args.learners, LEARNERS)
     root = common.run_root(args, "fig2")
     t0 = time.perf_counter()
     # The canonical Figure 2 (bottom) runs: start 2, pairwise nc=1, amortization without anchors.

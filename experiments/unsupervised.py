@@ -47,7 +47,6 @@ from baselines import clustering
 from experiments import common, study
 from icl_meta import evaluate, joint, label_metrics
 from icl_meta.contracts import Learner, TaskFamily
-from icl_meta.errors import ConfigError
 from icl_meta.runs import results_document, run_config
 from icl_meta.train import TEST_STREAM, TrainConfig, stream_key
 from icl_meta.transformer import ICLTransformer, preset
@@ -500,21 +499,13 @@ def claims(results: dict[str, Results], main: str) -> list[dict[str, Any]]:
 # The script
 
 
-def parse_methods(text: str) -> set[str]:
-    names = {part.strip() for part in text.split(",") if part.strip()}
-    unknown = sorted(names - set(METHODS))
-    if unknown or not names:
-        raise ConfigError(f"--methods: unknown {', '.join(unknown) or '(none given)'}; accepted: {', '.join(METHODS)}")
-    return names
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = common.parser(__doc__.splitlines()[0], SCALES)
     p.add_argument("--methods", default=",".join(METHODS), help=f"a subset of {','.join(METHODS)}")
     p.add_argument("--regimes", default=",".join(REGIMES), help=f"a subset of {','.join(REGIMES)}")
     args = common.parse(p, argv)
-    methods = parse_methods(args.methods)
-    regimes = common.parse_learners(args.regimes, REGIMES)
+    methods = set(common.parse_choices(args.methods, METHODS, "--methods"))
+    regimes = common.parse_choices(args.regimes, REGIMES, "--regimes")
     scale = SCALES[args.scale]
     t0 = time.perf_counter()
     progress = not args.no_progress

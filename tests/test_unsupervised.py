@@ -14,7 +14,7 @@ from icl_meta.errors import ConfigError
 def test_unknown_method_or_regime_names_the_accepted_values():
     with pytest.raises(ConfigError, match="--methods: unknown magic; accepted: zero_shot, sup_icl, uicl"):
         unsupervised.main(["--methods", "uicl,magic", "--no-compile-cache"])
-    with pytest.raises(ConfigError, match="unknown vision; accepted: anchored, symmetric, regression"):
+    with pytest.raises(ConfigError, match="--regimes: unknown vision; accepted: anchored, symmetric, regression"):
         unsupervised.main(["--regimes", "vision", "--no-compile-cache"])
 
 
