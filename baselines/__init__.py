@@ -17,6 +17,6 @@ from icl_meta.learners import names, register
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-from baselines.closed_form import references  # noqa: E402
+from baselines.closed_form import agreement_rules, references  # noqa: E402
 
-__all__ = ["get", "names", "references", "register"]
+__all__ = ["agreement_rules", "get", "names", "references", "register"]

@@ -176,6 +176,58 @@ class Ridge(_Regressor):
         return _ridge_predict(x, y, float(self.lam), positions)
 
 
+@register("gradient_descent")
+@dataclasses.dataclass(frozen=True)
+class GradientDescent(_Regressor):
+    """`steps` full-batch gradient steps from w = 0 on the context's loss L(w) = 1/(2i) sum_{j<i} (x_j.w - y_j)^2,
+    then x_i . w; the empty context predicts 0. The algorithm linear-attention layers can implement in context (one step
+    per layer, von Oswald et al. 2023).
+
+    The step size is lr / mean_j ||x_j||^2 = lr / trace(H), H = X^T X / i the loss's Hessian: its top eigenvalue is at
+    most its trace, so every lr < 2 converges (to the minimum-norm least-squares fit, from w = 0) in any d and at any
+    input scale, and the rule has no scale to tune.
+    """
+
+    steps: int = 1
+    lr: float = 1.0
+
+    def __post_init__(self) -> None:
+        require_int(self.steps, f"{self.name}: steps")
+        require_number(self.lr, f"{self.name}: lr", above=0)
+
+    def predict(self, params: None, x: Array, y: Array, positions: Array | None = None) -> Array:
+        n = x.shape[1]
+        rows_P = query_rows(n, positions)
+        mask_PN = context_mask(rows_P, n)
+        y_BN = y.astype(jnp.float32)
+        sumsq_BP = jnp.einsum("pn,bn->bp", mask_PN, jnp.sum(x * x, axis=-1), precision=_HI)
+        # lr / mean ||x_j||^2 times the 1/i of the gradient: lr / sum ||x_j||^2 (0 for an empty or all-zero context).
+        rate_BP = jnp.where(sumsq_BP > 0, self.lr / jnp.where(sumsq_BP > 0, sumsq_BP, 1.0), 0.0)
+
+        def step(_: int, w_BPD: Array) -> Array:
+            resid_BPN = (jnp.einsum("bnd,bpd->bpn", x, w_BPD, precision=_HI) - y_BN[:, None]) * mask_PN[None]
+            grad_BPD = jnp.einsum("bpn,bnd->bpd", resid_BPN, x, precision=_HI)  # i times the gradient
+            return w_BPD - rate_BP[..., None] * grad_BPD
+
+        w_BPD = jax.lax.fori_loop(0, self.steps, step, jnp.zeros((x.shape[0], rows_P.shape[0], x.shape[2]), x.dtype))
+        return jnp.einsum("bpd,bpd->bp", x[:, rows_P], w_BPD, precision=_HI)
+
+
+@register("mean_estimator")
+@dataclasses.dataclass(frozen=True)
+class MeanEstimator(_Regressor):
+    """w_hat = (1/i) sum_{j<i} y_j x_j, then x_i . w_hat; the empty context predicts 0. One gradient step of size 1 (in
+    absolute terms, unlike `gradient_descent`'s normalised step) from w = 0; unbiased for w when x ~ N(0, I)."""
+
+    def predict(self, params: None, x: Array, y: Array, positions: Array | None = None) -> Array:
+        n = x.shape[1]
+        rows_P = query_rows(n, positions)
+        mask_PN = context_mask(rows_P, n)
+        mean_PN = mask_PN / jnp.maximum(mask_PN.sum(-1, keepdims=True), 1.0)
+        w_BPD = jnp.einsum("pn,bn,bnd->bpd", mean_PN, y.astype(jnp.float32), x, precision=_HI)
+        return jnp.einsum("bpd,bpd->bp", x[:, rows_P], w_BPD, precision=_HI)
+
+
 def references(spec: TaskSpec) -> list[Learner]:
     """The closed-form algorithms drawn beside a trained learner: ncm, matching, averaging and 1-NN for
     classification, least squares for regression."""
@@ -184,3 +236,20 @@ def references(spec: TaskSpec) -> list[Learner]:
     return [build(name, num_classes=spec.classes) for name in ("ncm", "matching", "averaging")] + [
         build("knn", k=1, num_classes=spec.classes)
     ]
+
+
+def agreement_rules(spec: TaskSpec) -> dict[str, Learner]:
+    """The closed-form rules a learner's predictions are compared with (`icl_meta.agreement`), by label.
+
+    Classification: ncm, matching, averaging, knn(1), knn(3). Regression: least_squares, ridge(lam) for lam in 0.1, 1,
+    10, gd(k) (`gradient_descent`, lr 1) for k in 1, 3, 10, mean_estimator. A rule without hyper-parameters is
+    labelled by its registered name, so a family's `optimal_rule` is one of the labels.
+    """
+    if spec.is_regression:
+        rules: dict[str, Learner] = {"least_squares": build("least_squares")}
+        rules |= {f"ridge({lam:g})": build("ridge", lam=lam) for lam in (0.1, 1.0, 10.0)}
+        rules |= {f"gd({k})": build("gradient_descent", steps=k, lr=1.0) for k in (1, 3, 10)}
+        return rules | {"mean_estimator": build("mean_estimator")}
+    c = spec.classes
+    rules = {name: build(name, num_classes=c) for name in ("ncm", "matching", "averaging")}
+    return rules | {f"knn({k})": build("knn", k=k, num_classes=c) for k in (1, 3)}

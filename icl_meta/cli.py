@@ -12,9 +12,13 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from icl_meta import compile_cache
+
+if TYPE_CHECKING:
+    from experiments.study import SavedRun
+    from icl_meta.contracts import Episode, TaskFamily
 
 FIGURES = {  # figure -> its scripts, run in order
     "fig2": ("experiments.fig2_single", "experiments.fig2_mixture"),
@@ -123,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--n", type=int, default=None, help="examples per sequence (default: as trained)")
     ev.add_argument("--seed", type=int, default=1, help="seed of the evaluation set (default 1)")
     ev.add_argument("--out", type=Path, default=None, help="results JSON (default RUN/eval_TASK.json)")
+    ev.add_argument(
+        "--agreement",
+        action="store_true",
+        help="also the learner's per-position agreement with each closed-form rule (baselines.agreement_rules): "
+        "under 'agreement' in the JSON, with a summary, and a heat map JSON_agreement.png",
+    )
     rep = sub.add_parser("reproduce", help="run a figure's experiment scripts (experiments/*.py)")
     rep.add_argument("figure", choices=tuple(FIGURES), help="which figure")
     rep.add_argument(
@@ -297,10 +307,38 @@ def cmd_eval(args: argparse.Namespace) -> None:
     curves = evaluate.curves_on(saved.learner, saved.params, tests, {family.name: family.spec},
                                 train=saved.family.name, **labels)  # fmt: skip
     curves += study.reference_curves(tests, {family.name: family}, **labels)
+    loss = (saved.cfg.loss_start, saved.cfg.stop)
+    extra = eval_agreement(saved, family, tests, labels, loss) if args.agreement else None
     suffix = "".join(f"_{k}{v}" for k, v in sorted(overrides.items()))
-    out = args.out or Path(args.run) / f"eval_{family.name}{suffix}.json"
+    out = Path(args.out or Path(args.run) / f"eval_{family.name}{suffix}.json")
     report = {"train": saved.config, "task": {"name": family.name, **family.hparams()}, "tasks": args.tasks, "n": n}
-    write_report(out, "eval", report, curves, args.seed, (saved.cfg.loss_start, saved.cfg.stop))
+    write_report(out, "eval", report, curves, args.seed, loss, extra)
+    if extra is not None:
+        from icl_meta.agreement import summary_lines
+        from icl_meta.plotting import plot_agreement
+
+        summarised = extra["agreement_summary"]
+        start, stop = summarised["positions"]
+        title = f"{saved.learner.name} trained on {saved.family.name}: agreement over positions {start}-{stop - 1}"
+        png = plot_agreement(summarised["rows"], out.with_name(f"{out.stem}_agreement.png"), title,
+                             optimal={family.name: family.optimal_rule})  # fmt: skip
+        print("\n".join(summary_lines(summarised)))
+        print(f"wrote the agreement analysis to {out} ('agreement') and {png}")
+
+
+def eval_agreement(
+    saved: SavedRun, family: TaskFamily, tests: dict[str, Episode], labels: dict[str, Any], loss: tuple[int, int]
+) -> dict[str, Any]:
+    """The saved learner's agreement with every rule of `baselines.agreement_rules` on the test set: the records and
+    their summary over the training loss's positions (clipped to the test sequences), results.json's extra keys."""
+    from baselines import agreement_rules
+    from icl_meta import agreement
+
+    records = agreement.curves_on(saved.learner, saved.params, agreement_rules(family.spec), tests,
+                                  {family.name: family.spec}, train=saved.family.name, **labels)  # fmt: skip
+    n = len(records[0]["mean"])
+    start, stop = min(loss[0], n - 1), min(loss[1], n)
+    return {"agreement": records, "agreement_summary": agreement.summarise(records, start, stop, family.optimal_rule)}
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:

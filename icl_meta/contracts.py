@@ -12,7 +12,8 @@ letter means one thing everywhere in the project:
     G  side of a decision-region grid       Q  query points (of a grid)
     H  attention heads                      R  bootstrap resamples
     K  nearest neighbours                   S  steps (of a scan, of SGD)
-    V  singular values                      W  width of a token or of the residual stream
+    U  rules compared with a learner        V  singular values
+    W  width of a token or of the residual stream
 """
 
 from __future__ import annotations
@@ -108,6 +109,10 @@ class TaskFamily:
     name: ClassVar[str] = "?"
     # The first position in the reference code's training loss for this family (PAPER.md section 4.2).
     reference_loss_start: ClassVar[int] = 0
+    # The registered learner name of the family's optimal closed-form rule (e.g. "ncm"), None where no simple rule is
+    # optimal; the agreement analysis (icl_meta/agreement.py) asks whether a learner agrees most with it. A name, not a
+    # learner: families import no learners.
+    optimal_rule: ClassVar[str | None] = None
 
     def __post_init__(self) -> None:
         require_int(self.d, f"{self.name}: d")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import functools
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 
 from icl_meta.contracts import Episode, Learner, TaskSpec
 
@@ -33,18 +35,24 @@ def _scores(
     return pointwise(spec, learner.predict(params, x, y, positions), targets)
 
 
+def in_chunks(compute: Callable[[jax.Array, jax.Array], Any], episode: Episode, chunk: int = 512) -> Any:
+    """`compute(x, y)` (a pytree of arrays with the task axis first) on chunks of at most `chunk` tasks, to bound
+    memory, concatenated on the host as numpy arrays."""
+    b = episode.x.shape[0]
+    parts = []
+    for start in range(0, b, chunk):  # few chunks, each the same compiled shape except maybe the last
+        sl = slice(start, min(start + chunk, b))
+        parts.append(jax.tree.map(np.asarray, compute(episode.x[sl], episode.y[sl])))
+    return jax.tree.map(lambda *p: np.concatenate(p, 0), *parts)
+
+
 def per_position(
     learner: Learner, params: Any, spec: TaskSpec, episode: Episode, chunk: int = 512, positions: Any = None
 ) -> np.ndarray:
     """The metric of every task at every position, [B, N] (or at `positions` only, [B, P]), computed in chunks of
     tasks to bound memory."""
-    b = episode.x.shape[0]
     positions_P = None if positions is None else jnp.asarray(positions, jnp.int32)
-    parts = []
-    for start in range(0, b, chunk):  # few chunks, each the same compiled shape except maybe the last
-        sl = slice(start, min(start + chunk, b))
-        parts.append(np.asarray(_scores(learner, params, spec, episode.x[sl], episode.y[sl], positions_P)))
-    return np.concatenate(parts, 0)
+    return in_chunks(lambda x, y: _scores(learner, params, spec, x, y, positions_P), episode, chunk)
 
 
 def bootstrap(values_BN: np.ndarray, resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, list]:
@@ -59,6 +67,20 @@ def bootstrap(values_BN: np.ndarray, resamples: int = 1000, level: float = 0.95,
         "lo": np.quantile(means_RN, alpha, axis=0).tolist(),
         "hi": np.quantile(means_RN, 1.0 - alpha, axis=0).tolist(),
     }
+
+
+def seed_interval(values: Any, level: float = 0.95) -> dict[str, float]:
+    """Mean of a few runs' values (e.g. one per seed) with Student's t interval: {"mean", "lo", "hi", "n"}. With a
+    handful of seeds a bootstrap interval collapses onto the extremes, and a sign-flip test cannot reach p < 0.05
+    below 6 values; the t interval is the usual choice there (NaN for fewer than 2 values)."""
+    values_R = np.asarray(values, np.float64).ravel()
+    mean = float(values_R.mean()) if values_R.size else math.nan
+    if values_R.size < 2:
+        return {"mean": mean, "lo": math.nan, "hi": math.nan, "n": int(values_R.size)}
+    half = float(
+        scipy.stats.t.ppf(0.5 + level / 2, values_R.size - 1) * values_R.std(ddof=1) / math.sqrt(values_R.size)
+    )
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": int(values_R.size)}
 
 
 def curve(values_BN: np.ndarray, **labels: Any) -> dict[str, Any]:

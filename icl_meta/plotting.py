@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.patches
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 import numpy as np
+
+from icl_meta.errors import require
 
 Panel = tuple[str, Sequence[dict[str, Any]]]  # (title, curves)
 
@@ -54,13 +57,21 @@ def plot_curves(
     return _save(fig, path)
 
 
-def plot_panels(panels: Sequence[Panel], path: Path, title: str = "", ylim: tuple[float, float] | None = None) -> Path:
-    """Side-by-side panels of per-position curves, one (title, curves) pair each, sharing the y range."""
+def plot_panels(
+    panels: Sequence[Panel],
+    path: Path,
+    title: str = "",
+    ylim: tuple[float, float] | None = None,
+    yscale: str = "linear",
+) -> Path:
+    """Side-by-side panels of per-position curves, one (title, curves) pair each, sharing the y range (and `yscale`,
+    a matplotlib scale name such as "log")."""
     cols = min(len(panels), 4)
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), dpi=110, squeeze=False, sharey=True)
     for ax, (panel_title, curves) in zip(axes.flat, panels, strict=False):
         draw_curves(ax, curves, panel_title)
+        ax.set_yscale(yscale)
         if ylim is not None:
             ax.set_ylim(*ylim)
     for ax in axes.flat[len(panels) :]:
@@ -86,6 +97,79 @@ def plot_table(
     fig.colorbar(image, ax=ax, fraction=0.05)
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
+
+
+def _row_label(row: dict[str, Any]) -> str:
+    """A learner's name, with its training family when the row has one (`train`)."""
+    return row["learner"] + (f" ({row['train']})" if row.get("train") else "")
+
+
+def plot_agreement(
+    rows: Sequence[dict[str, Any]],
+    path: Path,
+    title: str = "",
+    optimal: dict[str, str | None] | None = None,
+) -> Path:
+    """Heat maps of an agreement summary (`icl_meta.agreement.summary` rows): one panel per test family, learners as
+    rows, rules as columns, each cell's mean written in it. Classification: argmax agreement on 0..1, bright = closer;
+    regression: the normalised squared difference on a reversed map, bright = closer (lower). `optimal` maps a test
+    family to its optimal rule, whose column is boxed in red with a bold tick label."""
+    tests = list(dict.fromkeys(r["test"] for r in rows))
+    require(len(tests) > 0, "plot_agreement: no rows to draw")
+    panels = []
+    for test in tests:
+        mine = [r for r in rows if r["test"] == test]
+        learners = list(dict.fromkeys(_row_label(r) for r in mine))
+        rules = list(dict.fromkeys(r["rule"] for r in mine))
+        table = np.full((len(learners), len(rules)), np.nan)  # [learners, rules]
+        for r in mine:
+            table[learners.index(_row_label(r)), rules.index(r["rule"])] = r["mean"]
+        panels.append((test, mine[0]["metric"], learners, rules, table))
+    # One panel per row: the panels' rule columns differ (classification / regression), their widths too.
+    width = 3.6 + 0.85 * max(len(p[3]) for p in panels)
+    heights = [1.7 + 0.38 * len(p[2]) for p in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, sum(heights)), dpi=120, squeeze=False,
+                             gridspec_kw={"height_ratios": heights})  # fmt: skip
+    for ax, (test, metric, learners, rules, table) in zip(axes[:, 0], panels, strict=True):
+        regression = metric != "argmax_agreement"
+        cmap = plt.get_cmap("viridis_r" if regression else "viridis")
+        top = float(np.nanmax(table)) if regression and np.isfinite(table).any() else 1.0
+        norm = matplotlib.colors.Normalize(0.0, max(top, 1e-12))
+        image = ax.imshow(table, cmap=cmap, norm=norm, aspect="auto")
+        ax.set_xticks(range(len(rules)), rules, fontsize=8, rotation=45, ha="right")
+        ax.set_yticks(range(len(learners)), learners, fontsize=8)
+        for (r, c), value in np.ndenumerate(table):
+            if np.isfinite(value):
+                red, green, blue, _ = cmap(norm(value))
+                dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+                ax.text(c, r, f"{value:.3g}" if regression else f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="w" if dark else "k")  # fmt: skip
+        best = (optimal or {}).get(test)
+        if best in rules:
+            c = rules.index(best)
+            ax.add_patch(matplotlib.patches.Rectangle((c - 0.5, -0.5), 1, len(learners), fill=False, ec="red", lw=2.0))
+            ax.get_xticklabels()[c].set_fontweight("bold")
+        label = "normalised squared difference (lower = closer)" if regression else "argmax agreement (higher = closer)"
+        fig.colorbar(image, ax=ax, fraction=0.05).set_label(label, fontsize=7)
+        ax.set_title(test + (f" (box: optimal rule {best})" if best in rules else ""), fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_agreement_curves(
+    records: Sequence[dict[str, Any]], path: Path, title: str = "", yscale: str = "linear"
+) -> Path:
+    """An agreement metric against context position (`icl_meta.agreement.curves_on` records): one panel per (learner,
+    test), one line per rule with its interval band. `yscale="log"` suits the regression squared difference; its
+    axis then starts at 1e-4 of the largest value, so exact zeros (both predict 0 on the empty context) stay off it."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((_row_label(record), record["test"]), []).append({**record, "learner": record["rule"]})
+    panels = [(f"{learner} vs rules on {test}", curves) for (learner, test), curves in groups.items()]
+    top = max((max(r["hi"]) for r in records), default=1.0)
+    ylim = (1e-4 * top, 2.0 * top) if yscale == "log" and top > 0 else None
+    return plot_panels(panels, path, title, ylim=ylim, yscale=yscale)
 
 
 def _save(fig: Any, path: Path) -> Path:

@@ -13,13 +13,20 @@ SUMMARY_POSITIONS = (0, 1, 2, 5, 10, 20)
 
 
 def write_report(
-    path: Path, experiment: str, config: dict[str, Any], curves: list[dict[str, Any]], seed: int, loss: tuple[int, int]
+    path: Path,
+    experiment: str,
+    config: dict[str, Any],
+    curves: list[dict[str, Any]],
+    seed: int,
+    loss: tuple[int, int],
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write `curves` as a results document to `path` and a PNG beside it, and print each curve's metric at a few
-    positions and its mean over the training loss's positions `loss` = (start, stop)."""
+    """Write `curves` as a results document to `path` (with the top-level keys of `extra`, e.g. an agreement analysis)
+    and a PNG beside it, and print each curve's metric at a few positions and its mean over the training loss's
+    positions `loss` = (start, stop)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, results_document(experiment, config, curves, seed))
+    write_json(path, {**results_document(experiment, config, curves, seed), **(extra or {})})
     title = f"{curves[0]['learner']} trained on {curves[0]['train']}, tested on {curves[0]['test']}"
     png = plot_curves(curves, path.with_suffix(".png"), title=title, trained=loss)
     n = len(curves[0]["mean"])

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import math
 from statistics import NormalDist
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +52,8 @@ class Amortization(TaskFamily):
     """
 
     anchors: str = "none"
+
+    optimal_rule: ClassVar[str | None] = "averaging"  # estimate the centre by the context mean, then the task's rule
 
     def __post_init__(self) -> None:
         super().__post_init__()

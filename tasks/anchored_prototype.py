@@ -11,6 +11,7 @@ near a_c in every task: x alone predicts its label better than chance, and a tas
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +42,9 @@ class AnchoredPrototype(Prototype):
     anchor_distance: float = 3.0
     shift: float = 1.0
     rotation: float = 0.0
+
+    # Still the prototype family's rule; the anchors add a zero-shot prior that ncm ignores.
+    optimal_rule: ClassVar[str | None] = "ncm"
 
     def __post_init__(self) -> None:
         super().__post_init__()

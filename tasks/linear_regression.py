@@ -8,6 +8,7 @@ change it inside a jitted training step without recompiling.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,9 @@ class LinearRegression(TaskFamily):
     num_classes: int | None = None
     active_dims: int | None = None  # or a (traced) jnp integer
     noise_std: float = 0.0
+
+    # Exact for noiseless tasks (from i = d on); with noise ridge at lam = noise_std^2 would be, kept simple here.
+    optimal_rule: ClassVar[str | None] = "least_squares"
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +43,8 @@ class Pairwise(TaskFamily):
     nc: int = 1
     class_norm: float = 3.0
     unit_inputs: bool = False
+
+    optimal_rule: ClassVar[str | None] = "matching"  # the MatchNet rule: summed cosines with each class's examples
 
     def __post_init__(self) -> None:
         super().__post_init__()

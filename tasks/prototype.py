@@ -41,6 +41,7 @@ class Prototype(TaskFamily):
     permutation: str = "shared"
 
     reference_loss_start: ClassVar[int] = 2  # uproto.py trains on positions 2..49
+    optimal_rule: ClassVar[str | None] = "ncm"  # the ProtoNet rule: class means of the context, nearest wins
 
     def __post_init__(self) -> None:
         super().__post_init__()

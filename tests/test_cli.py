@@ -59,6 +59,24 @@ def test_eval_on_another_family_and_shifted_sigma(trained_run, capsys):
     assert out_file.with_suffix(".png").exists()
 
 
+def test_eval_agreement_writes_records_summary_and_heat_map(trained_run, capsys):
+    code, out, _ = run_cli(capsys, "eval", str(trained_run), "--tasks", "32", "--agreement", "--out",
+                           str(trained_run / "agree.json"))  # fmt: skip
+    assert code == 0 and "own rule ncm" in out and "closest rule at @0" in out
+    doc = json.loads((trained_run / "agree.json").read_text())
+    assert [r["rule"] for r in doc["agreement"]] == ["ncm", "matching", "averaging", "knn(1)", "knn(3)"]
+    assert {(r["learner"], r["train"], r["test"]) for r in doc["agreement"]} == {("icl", "prototype", "prototype")}
+    summary = doc["agreement_summary"]
+    assert summary["positions"] == [2, 12] and summary["rows"][0]["rule"] == "ncm"
+    assert len(summary["closest_rule"][0]["rule"]) == 12
+    check = summary["own_rule"][0]
+    assert check["own_rule"] == "ncm" and check["held"] == (check["margin"] > 0)
+    assert (trained_run / "agree_agreement.png").stat().st_size > 10_000
+    code, _, _ = run_cli(capsys, "eval", str(trained_run), "--tasks", "32", "--task", "radius", "--agreement")
+    assert code == 0  # no optimal rule: no own-rule check
+    assert json.loads((trained_run / "eval_radius.json").read_text())["agreement_summary"]["own_rule"] is None
+
+
 def test_resume_extends_a_finished_run(trained_run, capsys, tmp_path):
     import shutil
 

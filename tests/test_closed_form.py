@@ -113,7 +113,35 @@ def test_averaging_matches_literal(data) -> None:
         np.testing.assert_array_equal(scores_BNC.sum(-1), 1.0)  # one-hot
 
 
-@pytest.mark.parametrize("name, hparams, fn", [("least_squares", {}, _ridge(0)), ("ridge", {"lam": 0.1}, _ridge(0.1))])
+def _gradient_descent(steps: int, lr: float):
+    """`steps` gradient steps on 1/(2i) sum (x_j.w - y_j)^2 from w = 0, step size lr / mean ||x_j||^2."""
+
+    def fit(xc: np.ndarray, yc: np.ndarray, xq: np.ndarray) -> float:
+        if len(xc) == 0:
+            return 0.0
+        w = np.zeros_like(xq)
+        eta = lr / np.mean(np.sum(xc**2, axis=1))
+        for _ in range(steps):
+            w = w - eta * xc.T @ (xc @ w - yc) / len(xc)
+        return float(xq @ w)
+
+    return fit
+
+
+def _mean_estimator(xc: np.ndarray, yc: np.ndarray, xq: np.ndarray) -> float:
+    return 0.0 if len(xc) == 0 else float(xq @ np.mean(yc[:, None] * xc, axis=0))
+
+
+REGRESSORS = [
+    ("least_squares", {}, _ridge(0)),
+    ("ridge", {"lam": 0.1}, _ridge(0.1)),
+    ("gradient_descent", {"steps": 1}, _gradient_descent(1, 1.0)),
+    ("gradient_descent", {"steps": 7, "lr": 0.5}, _gradient_descent(7, 0.5)),
+    ("mean_estimator", {}, _mean_estimator),
+]
+
+
+@pytest.mark.parametrize("name, hparams, fn", REGRESSORS)
 def test_regression_matches_literal(data, name, hparams, fn) -> None:
     x, _, t = data
     learner = baselines.get(name, **hparams)
@@ -143,17 +171,29 @@ def test_ridge_limits(data) -> None:
         ("knn", {"k": 2, "num_classes": C}),
         ("least_squares", {}),
         ("ridge", {}),
+        ("gradient_descent", {"steps": 3}),
+        ("mean_estimator", {}),
     ],
 )
 def test_positions_subset_equals_full(data, name, hparams) -> None:
     x, y, t = data
     learner = baselines.get(name, **hparams)
-    targets = t if name in ("least_squares", "ridge") else y
+    targets = t if name in ("least_squares", "ridge", "gradient_descent", "mean_estimator") else y
     positions = jnp.array([0, 3, 8, 5, 1])
     predict = jax.jit(learner.predict)
     full = predict(None, jnp.asarray(x), jnp.asarray(targets))
     part = predict(None, jnp.asarray(x), jnp.asarray(targets), positions)
     np.testing.assert_allclose(part, full[:, positions], rtol=1e-6, atol=1e-6)
+
+
+def test_gradient_descent_converges_to_least_squares_beyond_d(data) -> None:
+    """From w = 0 the normalised steps converge to the minimum-norm fit; with i > d the fit is unique."""
+    x, t = jnp.asarray(data[0]), jnp.asarray(data[2])
+    gd = jax.jit(baselines.get("gradient_descent", steps=3000, lr=1.0).predict)(None, x, t)
+    ls = baselines.get("least_squares").predict(None, x, t)
+    np.testing.assert_allclose(gd[:, D + 2 :], ls[:, D + 2 :], rtol=1e-3, atol=1e-3)
+    few = baselines.get("gradient_descent", steps=2).predict(None, x, t)
+    assert np.max(np.abs(few[:, D + 2 :] - ls[:, D + 2 :])) > 1e-2  # two steps are not there yet
 
 
 def test_least_squares_noiseless_error_curve() -> None:
@@ -175,6 +215,10 @@ def test_bad_hparams_and_names() -> None:
         baselines.get("knn", k=1.5, num_classes=2)
     with pytest.raises(ConfigError, match="lam must be"):
         baselines.get("ridge", lam=-1.0)
+    with pytest.raises(ConfigError, match="gradient_descent: steps must be an integer >= 1, got 0"):
+        baselines.get("gradient_descent", steps=0)
+    with pytest.raises(ConfigError, match="gradient_descent: lr must be a finite number > 0"):
+        baselines.get("gradient_descent", lr=0.0)
     with pytest.raises(ConfigError, match="num_classes must be an integer >= 2"):
         baselines.get("ncm", num_classes=1)
     with pytest.raises(ConfigError, match=r"unknown learner 'nope'; accepted: .*icl.*knn.*ncm"):
@@ -188,7 +232,8 @@ def test_bad_hparams_and_names() -> None:
             baselines.get(name)
     with pytest.raises(ConfigError, match="regression"):
         baselines.get("ridge").init(jax.random.key(0), TaskSpec(d=2, num_classes=2))
-    assert {"ncm", "matching", "averaging", "knn", "least_squares", "ridge"} <= set(baselines.names())
+    rules = {"ncm", "matching", "averaging", "knn", "least_squares", "ridge", "gradient_descent", "mean_estimator"}
+    assert rules <= set(baselines.names())
 
 
 def test_every_class_counts_at_three_classes(data) -> None:

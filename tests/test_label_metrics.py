@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from icl_meta import evaluate
 from icl_meta.errors import ConfigError
 from icl_meta.evaluate import bootstrap
 from icl_meta.label_metrics import (
@@ -174,3 +175,14 @@ def test_bad_input_is_a_one_line_config_error(call, needle: str) -> None:
     with pytest.raises(ConfigError) as err:
         call()
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_seed_interval_is_students_t_interval():
+    """A few runs' mean with the t interval, against the textbook formula with the t quantile from a table."""
+    values = [1.0, 2.0, 4.0, 5.0]
+    got = evaluate.seed_interval(values)
+    half = 3.182446305284263 * np.std(values, ddof=1) / 2.0  # t_{0.975, 3}
+    assert got["n"] == 4 and got["mean"] == pytest.approx(3.0)
+    assert (got["lo"], got["hi"]) == pytest.approx((3.0 - half, 3.0 + half))
+    single = evaluate.seed_interval([2.5])
+    assert single["mean"] == 2.5 and np.isnan(single["lo"]) and np.isnan(single["hi"])
