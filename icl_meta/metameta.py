@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import Mesh
 
 from icl_meta import evaluate
@@ -28,6 +29,8 @@ from icl_meta.errors import require, require_bool, require_int, require_number
 from icl_meta.inner_loop import adapt
 from icl_meta.parallel import shard_batch
 from icl_meta.train import TrainConfig, loss_fn, step_positions
+
+DIAGNOSTIC_DOMAINS = 16  # domains per meta-training diagnostic (the same ones at every evaluation of a run)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +75,20 @@ class MetaObjective:
         cfg: TrainConfig,
         mesh: Mesh | None,
     ) -> jax.Array:
+        return self._meta_loss(params, key, learner=learner, family=family, cfg=cfg, mesh=mesh)[0]
+
+    def _meta_loss(
+        self,
+        params: Any,
+        key: jax.Array,
+        *,
+        learner: Learner,
+        family: DomainFamily,
+        cfg: TrainConfig,
+        mesh: Mesh | None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The query loss under the adapted weights, and what the diagnostics read besides: the support and query
+        losses before adaptation and the support loss after it."""
         domain = family.sample_domain(jax.random.fold_in(key, 0))
         support = shard_batch(family.sample_tasks(jax.random.fold_in(key, 1), domain, self.support, cfg.n), mesh)
         query = shard_batch(family.sample_tasks(jax.random.fold_in(key, 2), domain, self.query, cfg.n), mesh)
@@ -80,7 +97,7 @@ class MetaObjective:
         def task_loss(p: Any, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
             return loss_fn(learner, family, p, batch[0], batch[1], positions)
 
-        adapted, _ = adapt(
+        adapted, support_losses_S = adapt(
             task_loss,
             params,
             (support.x, support.y),
@@ -88,7 +105,37 @@ class MetaObjective:
             lr=self.inner_lr,
             first_order=self.first_order,
         )
-        return task_loss(adapted, (query.x, query.y))
+        query_after = task_loss(adapted, (query.x, query.y))
+        parts = {
+            "support_before": support_losses_S[0] if self.inner_steps else task_loss(params, (support.x, support.y)),
+            "support_after": task_loss(adapted, (support.x, support.y)),
+            "query_before": task_loss(params, (query.x, query.y)),
+            "target_variance": jnp.var(query.y),
+        }
+        return query_after, jax.lax.stop_gradient(parts)
+
+    def diagnostics(
+        self, params: Any, key: jax.Array, *, learner: Learner, family: TaskFamily, cfg: TrainConfig
+    ) -> dict[str, jax.Array]:
+        """Why the meta-objective moves or not, on `DIAGNOSTIC_DOMAINS` domains drawn from `key` as `loss` draws a
+        step's: per domain the support loss before and after the inner steps, the query loss before and after them,
+        the query tasks' target variance and the norm of the meta-gradient (through the inner steps, or first order,
+        as trained). Returned as means over the domains, and the median ratios after / before (the losses of
+        domains with a large weight scale dominate a mean: y = s x.w)."""
+        require(is_domain_family(family), f"m2icl: {family.name!r} has no domains")
+        domain_family: Any = family
+
+        def one(k: jax.Array) -> dict[str, jax.Array]:
+            meta = functools.partial(self._meta_loss, learner=learner, family=domain_family, cfg=cfg, mesh=None)
+            (query_after, parts), grads = jax.value_and_grad(meta, has_aux=True)(params, k)
+            return {**parts, "query_after": query_after, "meta_grad_norm": optax.global_norm(grads)}
+
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(DIAGNOSTIC_DOMAINS))
+        per_domain = jax.lax.map(one, keys)
+        out = {name: jnp.mean(values) for name, values in per_domain.items()}
+        out["support_after_over_before"] = jnp.median(per_domain["support_after"] / per_domain["support_before"])
+        out["query_after_over_before"] = jnp.median(per_domain["query_after"] / per_domain["query_before"])
+        return out
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, **dataclasses.asdict(self)}
@@ -128,6 +175,21 @@ def finetune(
     return adapted
 
 
+def domain_keys(key: jax.Array, domains: int) -> jax.Array:
+    """Test domain i's key: fold_in(key, i), so the first k domains are the same for any number of domains."""
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(domains))
+
+
+def domain_episodes(
+    family: DomainFamily, key: jax.Array, *, pool: int, queries: int, n: int
+) -> tuple[Episode, Episode]:
+    """One test domain's adaptation pool and query tasks, both from its key (`domain_keys`)."""
+    domain = family.sample_domain(jax.random.fold_in(key, 0))
+    pool_episode = family.sample_tasks(jax.random.fold_in(key, 1), domain, pool, n)
+    query = family.sample_tasks(jax.random.fold_in(key, 2), domain, queries, n)
+    return pool_episode, query
+
+
 @functools.partial(
     jax.jit, static_argnames=("learner", "family", "pool", "queries", "n", "steps", "lr", "batch", "domain_batch")
 )
@@ -135,7 +197,7 @@ def _adaptation_errors(
     learner: Learner,
     family: DomainFamily,
     params: Any,
-    domain_keys: jax.Array,
+    keys_D: jax.Array,
     *,
     pool: int,
     queries: int,
@@ -148,9 +210,7 @@ def _adaptation_errors(
     spec = family.spec
 
     def one_domain(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        domain = family.sample_domain(jax.random.fold_in(key, 0))
-        pool_episode = family.sample_tasks(jax.random.fold_in(key, 1), domain, pool, n)
-        query = family.sample_tasks(jax.random.fold_in(key, 2), domain, queries, n)
+        pool_episode, query = domain_episodes(family, key, pool=pool, queries=queries, n=n)
 
         def errors_N(p: Any) -> jax.Array:  # mean over the query tasks
             return jnp.mean(evaluate.pointwise(spec, learner.predict(p, query.x, query.y), query.y), axis=0)
@@ -164,7 +224,7 @@ def _adaptation_errors(
         return before_N, errors_N(adapted)
 
     # vmap over chunks of domains: parallel where cheap, bounded memory for many domains or query tasks.
-    return jax.lax.map(one_domain, domain_keys, batch_size=domain_batch)
+    return jax.lax.map(one_domain, keys_D, batch_size=domain_batch)
 
 
 def evaluate_adaptation(
@@ -192,9 +252,8 @@ def evaluate_adaptation(
         require_int(value, f"evaluate_adaptation: {field}")
     require_int(steps, "evaluate_adaptation: steps", 0)
     require(is_domain_family(family), f"evaluate_adaptation: {family.name!r} has no domains")
-    domain_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(domains))
     before, after = _adaptation_errors(
-        learner, family, params, domain_keys, pool=pool, queries=queries, n=n, steps=steps, lr=lr, batch=batch,
-        domain_batch=min(domain_batch, domains),
+        learner, family, params, domain_keys(key, domains), pool=pool, queries=queries, n=n, steps=steps, lr=lr,
+        batch=batch, domain_batch=min(domain_batch, domains),
     )  # fmt: skip
     return {"unadapted": np.asarray(before, np.float64), "adapted": np.asarray(after, np.float64)}

@@ -185,6 +185,13 @@ class Objective(Protocol):
 
     def config(self) -> dict[str, Any] | None: ...
 
+    def diagnostics(
+        self, params: Any, key: jax.Array, *, learner: Learner, family: TaskFamily, cfg: TrainConfig
+    ) -> dict[str, jax.Array]:
+        """Scalars logged at every evaluation besides the held-out metric (prefixed `objective_`), computed on
+        fixed draws from `key`; {} for none."""
+        ...
+
 
 @dataclasses.dataclass(frozen=True)
 class Prequential:
@@ -220,6 +227,11 @@ class Prequential:
     def config(self) -> None:
         return None  # the default: config.json stays as it was before objectives existed
 
+    def diagnostics(
+        self, params: Any, key: jax.Array, *, learner: Learner, family: TaskFamily, cfg: TrainConfig
+    ) -> dict[str, jax.Array]:
+        return {}
+
 
 PREQUENTIAL = Prequential()
 
@@ -253,6 +265,13 @@ def train_steps(
         return TrainState(state.step + 1, params, opt_state, state.loss_sum + loss), loss
 
     return jax.lax.scan(one_step, state, None, length=num_steps)
+
+
+@functools.partial(jax.jit, static_argnames=("objective", "learner", "family", "cfg"))
+def objective_diagnostics(
+    objective: Objective, params: Any, key: jax.Array, *, learner: Learner, family: TaskFamily, cfg: TrainConfig
+) -> dict[str, jax.Array]:
+    return objective.diagnostics(params, key, learner=learner, family=family, cfg=cfg)
 
 
 def eval_episode(family: TaskFamily, cfg: TrainConfig):
@@ -330,6 +349,7 @@ def _train(
     probe_tasks, probe_positions = cfg.probe()
     probe = Episode(episode.x[:probe_tasks], episode.y[:probe_tasks], {})
     values, values_step = None, -1  # the last full evaluation [B, N] and its step
+    diagnostics_key = jax.random.fold_in(stream_key(cfg.seed, EVAL_STREAM), 1)  # the same draws at every evaluation
 
     def evaluate_now(step: int, loss: float | None, wall: float, full: bool) -> dict[str, Any]:
         """An evaluation on the probe (tasks and positions), or on every held-out task and position (`full`)."""
@@ -349,6 +369,10 @@ def _train(
         }
         if cfg.curriculum is not None:  # the values the step just finished trained with
             record.update({f"curriculum_{k}": v for k, v in cfg.curriculum.values(max(step - 1, 0)).items()})
+        diagnostics = objective_diagnostics(
+            objective, state.params, diagnostics_key, learner=learner, family=family, cfg=cfg.step_settings()
+        )
+        record.update({f"objective_{k}": float(v) for k, v in diagnostics.items()})
         return record
 
     def log(record: dict[str, Any]) -> None:

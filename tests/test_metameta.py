@@ -19,7 +19,7 @@ from icl_meta.contracts import Episode
 from icl_meta.curriculum import Curriculum, Stepwise
 from icl_meta.errors import ConfigError
 from icl_meta.inner_loop import adapt
-from icl_meta.metameta import MetaObjective, finetune
+from icl_meta.metameta import DIAGNOSTIC_DOMAINS, MetaObjective, finetune
 from icl_meta.runs import RunDir, read_json
 from icl_meta.train import TrainConfig, loss_fn, train
 
@@ -132,6 +132,42 @@ def test_meta_gradient_matches_finite_differences():
     assert abs(d1 - d2) > 1e-3 * abs(d2)
 
 
+def test_meta_diagnostics_equal_a_direct_computation(params):
+    """The logged diagnostics: the documented draws per domain, hand-unrolled SGD, the meta-gradient through it."""
+    objective, cfg, key = MetaObjective(4, 4, 2, 0.01), TrainConfig(steps=1, batch=8, n=N), jax.random.key(7)
+    got = jax.jit(functools.partial(objective.diagnostics, learner=LEARNER, family=FAMILY, cfg=cfg))(params, key)
+
+    @jax.jit
+    def direct(k):
+        domain = FAMILY.sample_domain(jax.random.fold_in(k, 0))
+        support = FAMILY.sample_tasks(jax.random.fold_in(k, 1), domain, 4, N)
+        query = FAMILY.sample_tasks(jax.random.fold_in(k, 2), domain, 4, N)
+
+        def query_after(p):
+            for _ in range(2):
+                g = jax.grad(mse)(p, (support.x, support.y))
+                p = jax.tree.map(lambda w, d: w - 0.01 * d, p, g)
+            return mse(p, (query.x, query.y)), p
+
+        (after, adapted), grads = jax.value_and_grad(query_after, has_aux=True)(params)
+        norm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree_util.tree_leaves(grads)))
+        return {
+            "support_before": mse(params, (support.x, support.y)),
+            "support_after": mse(adapted, (support.x, support.y)),
+            "query_before": mse(params, (query.x, query.y)),
+            "query_after": after,
+            "target_variance": jnp.var(query.y),
+            "meta_grad_norm": norm,
+        }
+
+    rows = [direct(jax.random.fold_in(key, i)) for i in range(DIAGNOSTIC_DOMAINS)]
+    for name in rows[0]:
+        np.testing.assert_allclose(float(got[name]), np.mean([float(r[name]) for r in rows]), rtol=2e-4, err_msg=name)
+    ratio = np.median([float(r["query_after"] / r["query_before"]) for r in rows])
+    np.testing.assert_allclose(float(got["query_after_over_before"]), ratio, rtol=2e-4)
+    assert float(got["support_after"]) < float(got["support_before"])  # two SGD steps at a small lr descend
+
+
 def test_meta_objective_validation():
     for bad in ({"support": 0}, {"query": 2.0}, {"inner_steps": 0}, {"inner_lr": 0.0}, {"first_order": 1}):
         with pytest.raises(ConfigError, match="m2icl"):
@@ -165,6 +201,8 @@ def test_meta_training_reproducible_and_recorded(meta_run):
                                   "first_order": False}  # fmt: skip
     rows = run.metrics()
     assert [r["step"] for r in rows] == [0, 2, 4] and all(np.isfinite(r["loss"]) for r in rows[1:])
+    diagnosed = {"objective_query_after", "objective_support_before", "objective_meta_grad_norm"}
+    assert all(diagnosed <= set(r) and np.isfinite(r["objective_query_after"]) for r in rows)
     plain = train(LEARNER, FAMILY, cfg, progress=False)  # the default objective: other numbers
     assert any(not np.array_equal(a, b) for a, b in zip(leaves(first.state.params), leaves(plain.state.params)))
 
