@@ -23,6 +23,7 @@ from icl_meta import compile_cache
 from icl_meta.contracts import TaskFamily
 from icl_meta.errors import ConfigError, guarded
 from icl_meta.learners import build
+from icl_meta.plotting import plot_agreement
 from icl_meta.runs import read_json, write_json
 from icl_meta.train import TrainConfig
 from icl_meta.transformer import ICLTransformer, preset
@@ -261,6 +262,25 @@ def mixture_jobs(
     """One run per learner trained on the mixture (Figure 2 bottom; Figure 3 reuses the same runs)."""
     training, budget = training_mixture(sim_nc, ave_anchors), scale.budgets[MIXTURE]
     return [study.Job(MIXTURE, build(n), training, train_config(scale, budget, n, start, seed)) for n in names]
+
+
+def draw_agreement(summaries: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    """The learner x rule heat map of `study.agreement_summaries` (one panel per test), optimal rules boxed."""
+    rows = [row for summary in summaries.values() for row in summary["rows"]]
+    optimal = {test: (s["own_rule"][0]["own_rule"] if s["own_rule"] else None) for test, s in summaries.items()}
+    plot_agreement(rows, path, title, optimal)
+
+
+def print_own_rule(summaries: dict[str, dict[str, Any]], seconds: float, wall_s: float) -> None:
+    """Per test and learner: agreement with the family's optimal rule against the closest other rule."""
+    print(f"\nwhich rule each learner runs (agreement analysis: {seconds:.0f} s of the script's {wall_s:.0f} s)")
+    for test, summary in summaries.items():
+        for check in summary["own_rule"] or []:
+            print(
+                f"  {test:<14}{check['learner']:<10} {check['own_rule']} {check['own_value']:.3f} vs "
+                f"{check['best_other']} {check['best_other_value']:.3f} (margin {check['margin']:+.3f}): "
+                + ("agrees most with the optimal rule" if check["held"] else "NOT closest to the optimal rule")
+            )
 
 
 def print_table(table: list[dict[str, Any]], rows: Sequence[str], cols: Sequence[str], train: str | None) -> None:

@@ -10,7 +10,11 @@ reproduces the committed umix.py bug (every pairwise training task labelled clas
 amortization tasks with flipped anchors, `--test-set reference` the test sets of its test.py (prototype with anchors,
 pairwise nc=2, amortization with flipped anchors, and the mix of prototype with anchors, amortization with flipped
 anchors and unit-norm pairwise tasks). Every learner is tested on each family and on the mixture.
-Outputs: fig2_mixture_SCALE.{json,png} and fig2_mixture_table_SCALE.png in `--figures`; runs in `--out`.
+Which algorithm each learner runs: its per-position argmax agreement with each closed-form rule (ncm, matching,
+averaging, 1-NN, 3-NN) on the first 512 tasks of each family's test set (`icl_meta.agreement`), with the check that it
+agrees most with the family's optimal rule (prototype: ncm, pairwise: matching, amortization: averaging).
+Outputs: fig2_mixture_SCALE.{json,png}, fig2_mixture_table_SCALE.png and fig2_agreement_SCALE.png (learner x rule heat
+maps, one panel per test family) in `--figures`; runs in `--out`.
 
 Expected runtime on a 2-core CPU: smoke ~1 min; cpu ~5 min; paper: 1M steps per run, a GPU job.
 Expected result (cpu): on the mixture test set ICL beats every meta-learner (each is good on its own family only;
@@ -29,7 +33,7 @@ from typing import Any
 import baselines
 import tasks
 from experiments import common, study
-from experiments.common import LEARNERS, MIXTURE, MIXTURE_SCALES
+from experiments.common import FAMILIES, LEARNERS, MIXTURE, MIXTURE_SCALES
 from icl_meta.contracts import TaskFamily
 from icl_meta.plotting import plot_panels, plot_table
 from icl_meta.runs import results_document, run_config
@@ -69,9 +73,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     families = test_families(args.test_set, training)
     tests = study.sample_test_sets(families, scale.test_tasks, scale.n, args.seed)
     grid = common.mixture_jobs(scale, names, args.seed, args.start, args.sim_nc, args.ave_anchors)
-    curves, runs = study.run_grid(grid, root, tests, families, progress=not args.no_progress)
+    curves, runs, params = study.run_grid(grid, root, tests, families, progress=not args.no_progress)
     curves += study.reference_curves(tests, families)
-    table = study.mean_table(curves, {name: fam.reference_loss_start for name, fam in families.items()})
+    family_tests = {name: tests[name] for name in FAMILIES}  # the mixture's tasks have no single optimal rule
+    agreement_records = []
+    for job, p in zip(grid, params, strict=True):
+        agreement_records += study.agreement_curves(job.learner, p, family_tests, families, train=job.train)
+    starts = {name: fam.reference_loss_start for name, fam in families.items()}
+    table = study.mean_table(curves, starts)
     config = {
         "scale": args.scale,
         "seed": args.seed,
@@ -84,10 +93,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     doc = results_document("fig2_mixture", config, curves, args.seed)
     doc.update(summary=table, run_summaries=runs, variant_suffix=variant)
+    doc.update(
+        agreement=agreement_records,
+        agreement_summary=study.agreement_summaries(agreement_records, families, starts),
+        agreement_s=study.agreement_seconds(agreement_records),
+    )
     common.finish(doc, args.figures, f"fig2_mixture_{args.scale}{variant}", draw, t0)
     refs = [r.name for r in baselines.references(training.spec)]
     print("\nmixture-trained learners (Figure 2 bottom):")
     common.print_table(table, [*names, *refs], TESTS, train=MIXTURE)
+    common.print_own_rule(doc["agreement_summary"], doc["agreement_s"], doc["wall_s"])
     return doc
 
 
@@ -106,6 +121,12 @@ def draw(doc: dict[str, Any], figures: Path) -> None:
         figures / f"fig2_mixture_table_{scale}.png",
         title=f"mean accuracy of mixture-trained learners (scale {scale})",
     )
+    if doc.get("agreement_summary"):
+        common.draw_agreement(
+            doc["agreement_summary"], figures / f"fig2_agreement_{scale}.png",
+            f"Figure 2: argmax agreement of mixture-trained learners with each rule (scale {scale}; red: the family's "
+            "optimal rule)",
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

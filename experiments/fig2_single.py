@@ -40,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     families = common.test_families()
     tests = study.sample_test_sets(families, scale.test_tasks, scale.n, args.seed)
     grid = common.single_jobs(scale, names, args.seed)
-    curves, runs = study.run_grid(grid, common.run_root(args, "fig2"), tests, families, progress=not args.no_progress)
+    root = common.run_root(args, "fig2")
+    curves, runs, _ = study.run_grid(grid, root, tests, families, progress=not args.no_progress)
     curves += study.reference_curves(tests, families)
     table = study.mean_table(curves, {name: fam.reference_loss_start for name, fam in families.items()})
     config = {

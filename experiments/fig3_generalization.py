@@ -11,8 +11,12 @@ tasks with the input scale sigma = 1..5 (trained at 1); the summary is the mean 
 (b) unseen task type: radius tasks, r ~ U(2, 4), whose best in-context algorithm (1-NN-like) is none of the three.
 (c) decision regions: ICL's predicted class on a grid around one 2-d task of each of the four families, given the
 task's first `--context` examples, against the task's true rule.
+(d) which algorithm each learner runs: its argmax agreement with each closed-form rule (ncm, matching, averaging, 1-NN,
+3-NN) on the first 256 tasks of the sets of (a) (ICL's at every sigma, the others' at the lowest and highest) and
+(b) (`icl_meta.agreement`), and whether it agrees most with the family's optimal rule at each sigma.
 Outputs in `--figures`: fig3_generalization_SCALE.json, fig3_shift_SCALE.png, fig3_radius_SCALE.png,
-fig3_regions_SCALE.png and fig3_regions_SCALE.npz (the region grids the PNG is drawn from).
+fig3_regions_SCALE.png and fig3_regions_SCALE.npz (the region grids the PNG is drawn from), fig3_agreement_SCALE.png
+(heat maps) and fig3_agreement_shift_SCALE.png (ICL's agreement with each rule against sigma).
 
 Expected runtime on a 2-core CPU: smoke ~1 min (it trains tiny mixture runs first); cpu ~5 min with Figure 2's runs
 in place (evaluation only: ICL and MAML each take 4-10 s per 2048-task test set, 16 sets; measured 8 min wall and
@@ -49,14 +53,17 @@ import tasks
 from experiments import common, study
 from experiments.common import FAMILIES, LEARNERS, MIXTURE_SCALES
 from experiments.common import test_families as shift_families
+from icl_meta import agreement
 from icl_meta.contracts import Episode, Learner, TaskFamily
 from icl_meta.errors import require
-from icl_meta.plotting import Regions, plot_panels, plot_regions, plot_sweep
+from icl_meta.plotting import Regions, plot_agreement, plot_panels, plot_regions, plot_sweep
 from icl_meta.runs import results_document, run_config
 from icl_meta.train import TEST_STREAM, stream_key
 
 SHIFT, RADIUS = "shift", "radius"  # the `part` label of the curves of (a) and (b)
 RADIUS_START = 2  # T8 quotes the radius accuracies over positions 2..N-1
+AGREEMENT_TASKS = 256  # per set in (d); with 512, or every learner at every sigma, it is 14-18% of the script's time
+AGREEMENT_SWEEP = ("icl",)  # learners whose agreement is measured at every sigma (the others: lowest and highest)
 EXTENT_POINTS = 200  # draws of a region task whose bounding square the grid covers (the context is its first k)
 
 
@@ -94,28 +101,54 @@ def region_families() -> dict[str, TaskFamily]:
 
 def shift_curves(
     jobs: Sequence[study.Job], params: Sequence[Any], settings: Settings, seed: int
-) -> list[dict[str, Any]]:
-    """Every learner and closed-form rule on each shift family at each sigma. The same TEST key at every sigma, so
-    the shifted sets rescale the same noise draws (the sigma effect is not confounded with a new sample)."""
-    curves = []
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every learner and closed-form rule on each shift family at each sigma, and the learners' agreement with each
+    rule (`study.agreement_curves`): ICL's at every sigma, the others' at the lowest and highest (what the figures
+    draw). The same TEST key at every sigma, so the shifted sets rescale the same noise
+    draws (the sigma effect is not confounded with a new sample)."""
+    curves, found = [], []
     for sigma in settings.sigmas:
         families = {name: family.with_sigma(sigma) for name, family in shift_families().items()}
         tests = study.sample_test_sets(families, settings.test_tasks, settings.n, seed)
+        ends = sigma in (settings.sigmas[0], settings.sigmas[-1])
         for job, p in zip(jobs, params, strict=True):
             curves += study.evaluate_job(job, p, tests, families, sigma=sigma, part=SHIFT)
+            if ends or job.learner.name in AGREEMENT_SWEEP:
+                found += study.agreement_curves(
+                    job.learner, p, tests, families, AGREEMENT_TASKS, train=job.train, sigma=sigma, part=SHIFT
+                )
         curves += study.reference_curves(tests, families, sigma=sigma, part=SHIFT)
-    return curves
+    return curves, found
 
 
 def radius_curves(
     jobs: Sequence[study.Job], params: Sequence[Any], settings: Settings, seed: int
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     families = {RADIUS: radius_family()}
     tests = study.sample_test_sets(families, settings.radius_tasks, settings.n, seed)
-    curves = []
+    curves, found = [], []
     for job, p in zip(jobs, params, strict=True):
         curves += study.evaluate_job(job, p, tests, families, part=RADIUS)
-    return curves + study.reference_curves(tests, families, part=RADIUS)
+        found += study.agreement_curves(job.learner, p, tests, families, AGREEMENT_TASKS, train=job.train, part=RADIUS)
+    return curves + study.reference_curves(tests, families, part=RADIUS), found
+
+
+def agreement_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every record's mean over all positions (shift, as T7's accuracies) or over 2..N-1 (radius, as T8's), one row
+    per (learner, test, sigma, rule) with `part` and `sigma` kept."""
+    starts = {**dict.fromkeys(FAMILIES, 0), RADIUS: RADIUS_START}
+    return [row for test in dict.fromkeys(r["test"] for r in records)
+            for row in agreement.summary([r for r in records if r["test"] == test], starts[test])]  # fmt: skip
+
+
+def own_rule_by_sigma(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per shift family and sigma: each learner's agreement with the family's optimal rule against the closest other
+    rule (`agreement.own_rule_check`)."""
+    checks = []
+    for test, family in shift_families().items():
+        mine = [r for r in rows if r["test"] == test]
+        checks += agreement.own_rule_check(mine, family.optimal_rule) if family.optimal_rule and mine else []
+    return checks
 
 
 def summary_table(curves: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -256,8 +289,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         params.append(p)
         runs.append(info)
     t_eval = time.perf_counter()
-    curves = shift_curves(jobs, params, settings, args.seed) + radius_curves(jobs, params, settings, args.seed)
-    print(f"(a), (b): {len(curves)} curves in {time.perf_counter() - t_eval:.0f} s")
+    shift, shift_agreement = shift_curves(jobs, params, settings, args.seed)
+    radius, radius_agreement = radius_curves(jobs, params, settings, args.seed)
+    curves, agreement_records = shift + radius, shift_agreement + radius_agreement
+    agreement_s = study.agreement_seconds(agreement_records)
+    print(f"(a), (b): {len(curves)} curves in {time.perf_counter() - t_eval:.0f} s ({agreement_s:.0f} s agreement)")
     regions, arrays = [], {}
     if "icl" in names:
         icl = names.index("icl")
@@ -277,12 +313,34 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     doc = results_document("fig3_generalization", config, curves, args.seed)
     doc.update(summary=summary_table(curves), regions=regions, run_summaries=runs)
+    rows = agreement_rows(agreement_records)
+    doc.update(agreement=agreement_records, agreement_summary=rows, agreement_s=agreement_s,
+               own_rule=own_rule_by_sigma(rows))  # fmt: skip
     if arrays:  # the region grids the PNG is drawn from
         Path(args.figures).mkdir(parents=True, exist_ok=True)
         np.savez_compressed(Path(args.figures) / f"fig3_regions_{args.scale}.npz", **arrays)
     common.finish(doc, args.figures, f"fig3_generalization_{args.scale}", draw, t0)
     print_tables(doc["summary"], settings.sigmas, names)
+    print_agreement(doc, names)
     return doc
+
+
+def print_agreement(doc: dict[str, Any], names: Sequence[str]) -> None:
+    print(
+        f"\n(d) argmax agreement with the family's optimal rule (own) and the closest other rule, mean over all "
+        f"positions ({doc['agreement_s']:.0f} s of the script's {doc['wall_s']:.0f} s)"
+    )
+    for check in doc["own_rule"]:
+        if check["learner"] in names:
+            print(
+                f"  {check['test']:<14}sigma {check['sigma']:<4g}{check['learner']:<10}{check['own_rule']} "
+                f"{check['own_value']:.3f} vs {check['best_other']} {check['best_other_value']:.3f} "
+                f"({check['margin']:+.3f})"
+            )
+    radius = [r for r in doc["agreement_summary"] if r["part"] == RADIUS and r["learner"] == "icl"]
+    if radius:
+        cells = ", ".join(f"{r['rule']} {r['mean']:.3f}" for r in radius)
+        print(f"  radius (positions {RADIUS_START}..N-1), icl: {cells}")
 
 
 def print_tables(table: Sequence[dict[str, Any]], sigmas: Sequence[float], names: Sequence[str]) -> None:
@@ -318,6 +376,8 @@ def draw(doc: dict[str, Any], figures: Path) -> None:
         title=f"Figure 3 (a): mixture-trained learners under distribution shift, scale {scale}",
         ylim=(0.4, 1.0),
     )
+    if doc.get("agreement_summary"):
+        draw_agreement(doc, figures)
     radius = [c for c in curves if c["part"] == RADIUS]
     plot_panels(
         [(f"mixture-trained learners on radius tasks r ~ U(2, 4)\n(unseen in training), scale {scale}", radius)],
@@ -342,6 +402,35 @@ def draw(doc: dict[str, Any], figures: Path) -> None:
         figures / f"fig3_regions_{scale}.png",
         title=f"Decision regions of the mixture-trained ICL model (line: the true boundary; grey: invalid), {scale}",
     )
+
+
+def draw_agreement(doc: dict[str, Any], figures: Path) -> None:
+    """fig3_agreement_SCALE.png (learner x rule heat maps: each family at the lowest and highest sigma, and radius)
+    and fig3_agreement_shift_SCALE.png (ICL's agreement with each rule against sigma, one panel per family)."""
+    rows, scale = doc["agreement_summary"], doc["scale"]
+    sigmas = sorted({r["sigma"] for r in rows if r["part"] == SHIFT})
+    shown, optimal = [], {}
+    for fam, family in shift_families().items():
+        for sigma in (sigmas[0], sigmas[-1]):
+            label = f"{fam}, sigma {sigma:g}"
+            shown += [{**r, "test": label} for r in rows if r["test"] == fam and r["sigma"] == sigma]
+            optimal[label] = family.optimal_rule
+    shown += [{**r, "test": f"{RADIUS} (unseen type)"} for r in rows if r["part"] == RADIUS]
+    plot_agreement(
+        shown, figures / f"fig3_agreement_{scale}.png",
+        f"Figure 3: argmax agreement of mixture-trained learners with each rule, scale {scale} (red: optimal rule)",
+        optimal,
+    )  # fmt: skip
+    panels = [
+        (f"icl on {fam}", [{**r, "learner": r["rule"]} for r in rows if r["test"] == fam and r["learner"] == "icl"])
+        for fam in FAMILIES
+    ]
+    if any(records for _, records in panels):
+        plot_sweep(
+            panels, figures / f"fig3_agreement_shift_{scale}.png", x="sigma", xlabel="input scale sigma (trained at 1)",
+            ylabel="argmax agreement with the rule",
+            title=f"Figure 3: which rule the mixture-trained ICL agrees with under shift, scale {scale}", ylim=(0, 1),
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -22,24 +22,36 @@ one first order, one plain ICL step. Runs live in `--out` (default runs/fig6/SCA
 their adaptation results (`adaptation_tT.json`) and the step times (`step_times.json`); results and the PNG (one panel
 per t) go to `--figures`: fig6_metameta_SCALE.{json,png}.
 
-Scales. cpu (PAPER T10 "CPU reduced"): d=3, 7 points, GPT-2 width 64 / 3 layers / 2 heads (positions 2n), 16 support
-+ 16 query tasks, 3 inner SGD steps at lr 0.01, second order, outer Adam lr 1e-3 (the paper's 1e-4 goes with 100k
-steps; with 8x fewer steps we take 1e-3, as Figure 4's cpu scale does), 12,000 steps for both arms (ICL batch 32;
-PAPER.md suggests 3-5k, after which neither learner had learned anything in context),
-pools t = 16, 64, 256, 24 test domains, 256 query tasks per domain, adaptation 50 (M2-ICL) / 20 (ICL) SGD steps at
-lr 1e-3 on minibatches of 64 (the whole pool when t = 16), 1 seed. smoke: a tiny model, 4 steps, 3 adaptation steps
-for both learners (one compiled evaluation per t). paper: d=5, 11 points, GPT-2 256/12/8, 64 + 64
-tasks, 5 inner steps at 0.01, second order, Adam 1e-4, 100k steps (ICL batch 128 = support + query; PAPER §11 row 16
-suggests 64), t = 64, 256, 1024, 20 test domains, 1280 query tasks per domain (a GPU job).
+Scales. cpu: chosen by the preconditions of a meaningful test, before looking at T10's outcome (`--diagnose`, below):
+plain ICL learns in context on training domains (error at the last position <= 0.5x position 0's) and M2-ICL's
+post-adaptation query loss falls by >= 30% over meta-training. d=3, 7 points, GPT-2 width 64 / 3 layers / 2 heads
+(positions 2n), 16 support + 16 query tasks, 3 inner SGD steps at lr 0.01, second order, outer Adam lr 1e-3 with the
+global gradient norm clipped at 1 (both arms), training domains with task scale 1 (s ~ N(0, 1), as the test
+domains; the reference trains at 8), 12,000 outer steps for both arms (ICL batch 32), pools t = 16, 64, 256, 24 test
+domains, 256 query tasks per domain, adaptation 50 (M2-ICL) / 20 (ICL) SGD steps at lr 1e-3 on minibatches of 64
+(the whole pool when t = 16), 1 seed. Each run reports both preconditions (`preconditions` in the JSON). smoke: a
+tiny model, 4 steps, 3 adaptation steps for both learners (one compiled evaluation per t). paper: the reference's
+d=5, 11 points, GPT-2 256/12/8, 64 + 64 tasks, 5 inner steps at 0.01, second order, Adam 1e-4 without clipping,
+training task scale 8, 100k steps (ICL batch 128 = support + query; PAPER §11 row 16 suggests 64), t = 64, 256,
+1024, 20 test domains, 1280 query tasks per domain (a GPU job).
 
-Expected runtime on a 2-core CPU: smoke ~45 s; cpu ~20 min (measured 1,180 s while another job shared the CPU:
-12,000 second-order meta-steps at ~0.1 s, 12,000 ICL steps at ~0.012 s, then the adaptation evaluation).
-Expected result (cpu, seed 0): T10 does NOT hold at this scale. Mean squared error over positions and 24 test
-domains, t = 16 / 64 / 256: m2icl_adapted 7.98 / 7.85 / 7.78, m2icl 18.13, icl_adapted 6.83 / 6.01 / 5.96, icl 17.12;
-relative advantage of m2icl_adapted over icl_adapted -17% / -31% / -31% (paired interval of the difference includes 0
-at t = 16 only). (c) holds (m2icl unadapted worse than icl unadapted). Step times: second-order meta-step 0.075 s,
-first-order 0.028 s, plain ICL 0.012 s. Neither learner does much in-context regression at this budget (flat curves);
-the claim needs the paper scale.
+Why the cpu scale departs from the reference (`--diagnose 2000`, fig6_diagnostics_cpu.{json,png}): with the
+reference's training domains (task scale 8: y of scale ~28, losses ~900) the second-order meta-gradient's norm grows
+from ~270 to 1e5-1e9 within a few hundred steps, with the inner lr 0.01 or 0.001 and with or without clipping, and the
+post-adaptation query loss falls by 2-8% in 2,000 steps; first order keeps the norm at ~80-550 but the loss falls by
+14% only; at task scale 1 without clipping the norm still explodes (2.6 -> 5e6). One such gradient inflates Adam's
+second-moment estimate by orders of magnitude and with beta2 = 0.999 its later steps stay tiny for thousands of steps
+(our reading of the mechanism; the diagnostics show the norms and the frozen loss). Task scale 1 with the clip at 1
+keeps the norm at 2.6-28 and the query loss falls 44% in 2,000 steps; plain ICL at task scale 1 needs ~12,000 steps
+to learn in context (last / first position 0.81 after 2,000 steps, 0.52 after 8,000, 0.40 after 12,000).
+
+Expected runtime on a 2-core CPU: smoke ~45 s; cpu ~20-26 min (measured 1,541 s while other jobs shared the CPU:
+12,000 second-order meta-steps at ~0.08 s, 12,000 ICL steps at ~0.015 s, then the adaptation evaluation);
+`--diagnose 2000` ~30 min (9 short runs).
+Expected result (cpu, seed 0): both preconditions hold (last / first position on training domains 0.13 ICL, 0.22
+M2-ICL; M2-ICL's query loss falls 54%). T10 does NOT hold: mean squared error over positions and 24 test domains,
+t = 16 / 64 / 256: m2icl_adapted 2.77 / 2.65 / 2.61, m2icl 2.81, icl_adapted 2.47 / 2.42 / 2.41, icl 2.51; the
+adapted ICL is better at every t (paired intervals of icl_adapted - m2icl_adapted all below 0); (c) holds.
 """
 
 from __future__ import annotations
@@ -52,16 +64,23 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 import numpy as np
 
+import baselines  # noqa: F401  (registers the closed-form rules)
 import tasks
 from experiments import common
-from icl_meta import evaluate
-from icl_meta.metameta import MetaObjective, evaluate_adaptation
+from icl_meta import evaluate, learners
+from icl_meta.contracts import Episode
+from icl_meta.errors import require
+from icl_meta.metameta import MetaObjective, domain_episodes, domain_keys, evaluate_adaptation
 from icl_meta.plotting import plot_panels
 from icl_meta.runs import RunDir, results_document, run_config
 from icl_meta.timing import compile_steps
-from icl_meta.train import PREQUENTIAL, TEST_STREAM, Objective, TrainConfig, stream_key, train
+from icl_meta.train import EVAL_STREAM, PREQUENTIAL, TEST_STREAM, Objective, TrainConfig, stream_key, train
 from icl_meta.transformer import ICLTransformer
 from tasks.domains import DomainRegression
 
@@ -95,6 +114,8 @@ class Scale:
     adapt_steps_icl: int
     adapt_batch: int
     seeds: int
+    task_scale: float = 8.0  # the training domains' weight scale s ~ task_scale N(0, 1) (test domains: 1)
+    grad_clip: float | None = None  # the outer update's global-norm clip, both arms (the reference: none)
 
     @property
     def icl_batch(self) -> int:
@@ -114,6 +135,7 @@ SCALES: dict[str, Scale] = {
         d=3, n=7, width=64, depth=3, heads=2, support=16, query=16, inner_steps=3, inner_lr=0.01, first_order=False,
         lr=1e-3, steps=12_000, scan_steps=50, eval_every=500, eval_tasks=1024, pools=(16, 64, 256), test_domains=24,
         queries=256, adapt_lr=1e-3, adapt_steps_m2icl=50, adapt_steps_icl=20, adapt_batch=64, seeds=1,
+        task_scale=1.0, grad_clip=1.0,
     ),
     "paper": Scale(
         d=5, n=11, width=256, depth=12, heads=8, support=64, query=64, inner_steps=5, inner_lr=0.01, first_order=False,
@@ -129,7 +151,7 @@ def learner(scale: Scale) -> ICLTransformer:
 
 
 def family(scale: Scale) -> DomainRegression:
-    return tasks.get(FAMILY, d=scale.d)
+    return tasks.get(FAMILY, d=scale.d, task_scale=scale.task_scale)
 
 
 def objective(scale: Scale, arm: str, first_order: bool | None = None) -> Objective:
@@ -155,19 +177,31 @@ def train_config(scale: Scale, seed: int) -> TrainConfig:
         eval_every=scale.eval_every,
         eval_tasks=scale.eval_tasks,
         seed=seed,
+        grad_clip=scale.grad_clip,
     )
 
 
-def train_arm(scale: Scale, arm: str, seed: int, root: Path, progress: bool) -> tuple[Any, dict[str, Any]]:
-    """Train (or resume, or load) one run; returns its final parameters and history."""
+OBJECTIVE_COLUMNS = tuple(
+    f"objective_{k}"
+    for k in ("support_before", "support_after", "query_before", "query_after", "target_variance", "meta_grad_norm",
+              "support_after_over_before", "query_after_over_before")
+)  # fmt: skip
+
+
+def train_arm(
+    scale: Scale, arm: str, seed: int, root: Path, progress: bool, name: str | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """Train (or resume, or load) one run in root/NAME (default ARM_seedSEED); returns its final parameters and
+    history (with the meta-training diagnostics of an M2-ICL run)."""
     model, fam, cfg = learner(scale), family(scale), train_config(scale, seed)
-    run = RunDir(root / f"{arm}_seed{seed}")
+    run = RunDir(root / (name or f"{arm}_seed{seed}"))
     config = run_config("fig6_metameta", model, fam, cfg)
     result = train(model, fam, cfg, run, config, resume=run.config_path.exists(), progress=progress,
                    objective=objective(scale, arm))  # fmt: skip
     history = result.history
+    diagnostics = {k: k for k in OBJECTIVE_COLUMNS} if arm == "m2icl" else {}
     columns = common.history_columns(  # eval_squared_error: unadapted, on one training-like domain
-        history, step="step", train_loss="loss", eval_squared_error="eval_squared_error"
+        history, step="step", train_loss="loss", eval_squared_error="eval_squared_error", **diagnostics
     )
     info = {"arm": arm, "seed": seed, "steps": int(result.state.step), "train_wall_s": history[-1]["wall_s"]}
     return result.state.params, {**info, **columns}
@@ -200,6 +234,21 @@ def adaptation(
 
     saved = common.cached(root / f"{arm}_seed{seed}" / f"adaptation_t{t}.json", settings, compute)
     return {k: np.asarray(v) for k, v in saved.items()}
+
+
+def least_squares_curve(scale: Scale, test_seed: int) -> dict[str, Any]:
+    """Least squares on the query tasks of the same test domains (`domain_episodes`): the reference for "learns in
+    context" (0 from position d on, the tasks being noiseless; y = s x.w has no intercept even though x does)."""
+    test_family = family(scale).test_domains()
+    keys = domain_keys(stream_key(test_seed, TEST_STREAM), scale.test_domains)
+    query = jax.vmap(lambda k: domain_episodes(test_family, k, pool=1, queries=scale.queries, n=scale.n)[1])(keys)
+    flat = Episode(query.x.reshape(-1, *query.x.shape[2:]), query.y.reshape(-1, scale.n), {})
+    errors = evaluate.per_position(learners.build("least_squares"), None, test_family.spec, flat)
+    errors_DN = errors.reshape(scale.test_domains, scale.queries, scale.n).mean(1)
+    return evaluate.curve(
+        errors_DN, learner="least_squares", kind="reference", train=None, test=f"{FAMILY}_test",
+        metric="squared_error", domains=scale.test_domains, adapt_tasks=None,
+    )  # fmt: skip
 
 
 def curves_for(scale: Scale, arm: str, seed: int, t: int, values: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -299,21 +348,113 @@ def t10_checks(by_t: dict[int, dict[str, float]], seed: int | str) -> dict[str, 
     }
 
 
+# The variants of the diagnosis (`--diagnose STEPS`): which arm each trains and what it sets in the scale, on top of
+# the reference's training setting (task scale 8, no clip, inner lr 0.01, second order), whatever the scale's own.
+REFERENCE_SETTING: dict[str, Any] = {"task_scale": 8.0, "grad_clip": None, "inner_lr": 0.01, "first_order": False}
+DIAGNOSES: dict[str, tuple[str, dict[str, Any]]] = {
+    "m2icl": ("m2icl", {}),
+    "m2icl_first_order": ("m2icl", {"first_order": True}),
+    "m2icl_inner_lr_0.001": ("m2icl", {"inner_lr": 1e-3}),
+    "m2icl_task_scale_1": ("m2icl", {"task_scale": 1.0}),
+    "m2icl_grad_clip_1": ("m2icl", {"grad_clip": 1.0}),
+    "m2icl_task_scale_1_grad_clip_1": ("m2icl", {"task_scale": 1.0, "grad_clip": 1.0}),
+    "m2icl_task_scale_1_first_order": ("m2icl", {"task_scale": 1.0, "first_order": True}),
+    "icl": ("icl", {}),
+    "icl_task_scale_1": ("icl", {"task_scale": 1.0}),
+}
+TRAINING_DOMAINS = 32  # held-out training-like domains of the "learns in context" precondition
+
+
+def in_context_errors(scale: Scale, params: Any, seed: int) -> np.ndarray:
+    """[domains, N] squared error of the unadapted learner on fresh domains of the TRAINING distribution (the
+    precondition that it learns in context there: error at the last position well below position 0's)."""
+    values = evaluate_adaptation(
+        learner(scale), family(scale), params, domains=TRAINING_DOMAINS, pool=1, queries=scale.queries, n=scale.n,
+        steps=0, lr=scale.adapt_lr, batch=1, key=jax.random.fold_in(stream_key(seed, EVAL_STREAM), 2),
+    )  # fmt: skip
+    return values["unadapted"]
+
+
+IN_CONTEXT_RATIO = 0.5  # precondition: error at the last position <= this x position 0's, on training domains
+QUERY_FALL = 0.3  # precondition: M2-ICL's post-adaptation query loss falls by at least this over meta-training
+
+
+def preconditions(scale: Scale, arm: str, seed: int, params: Any, history: dict[str, Any]) -> dict[str, Any]:
+    """The two preconditions of a meaningful Figure 6, for one trained run: it learns in context on training domains
+    (the curve of `in_context_errors`: last position / position 0 <= 0.5) and, for M2-ICL, the post-adaptation
+    query loss of the logged diagnostics falls by >= 30% from the first evaluation to the last."""
+    errors_DN = in_context_errors(scale, params, seed)
+    curve = evaluate.curve(errors_DN, learner=arm, metric="squared_error", domains=TRAINING_DOMAINS)
+    ratio = curve["mean"][-1] / curve["mean"][0]
+    out: dict[str, Any] = {
+        "training_domains_curve": curve,
+        "last_over_first_position": round(ratio, 4),
+        "learns_in_context": bool(ratio <= IN_CONTEXT_RATIO),
+    }
+    query = [v for v in history.get("objective_query_after", []) if v is not None]
+    if query:
+        out["query_after_fall"] = round(1.0 - query[-1] / query[0], 4)
+        out["meta_objective_falls"] = bool(out["query_after_fall"] >= QUERY_FALL)
+    return out
+
+
+def diagnose(scale: Scale, steps: int, root: Path, seed: int, progress: bool) -> dict[str, Any]:
+    """Short runs of each `DIAGNOSES` variant, logging the meta-training diagnostics (`MetaObjective.diagnostics`,
+    on the same 16 domains at every evaluation) and ending with the `preconditions`."""
+    rows = {}
+    for name, (arm, changes) in DIAGNOSES.items():
+        settings = {**REFERENCE_SETTING, **changes}
+        variant = dataclasses.replace(scale, steps=steps, eval_every=max(steps // 10, 1), **settings)
+        run_name = f"{name}_steps{steps}"  # the evaluation interval depends on STEPS: one run directory per STEPS
+        print(f"diagnosis {name}: {steps} steps -> {root / run_name}")
+        params, history = train_arm(variant, arm, seed, root, progress, name=run_name)
+        rows[name] = {"arm": arm, "changes": changes, "settings": settings, "history": history,
+                      **preconditions(variant, arm, seed, params, history)}  # fmt: skip
+    return {"steps": steps, "variants": rows}
+
+
+def print_diagnosis(diagnosis: dict[str, Any]) -> None:
+    print(f"\ndiagnosis after {diagnosis['steps']} outer steps (objective_*: means over 16 fixed domains)")
+    print(f"{'variant':<32}{'last/first pos.':>16}{'query fall':>12}{'query before':>14}{'query after':>13}"
+          f"{'support a/b':>13}{'grad norm':>11}")  # fmt: skip
+    for name, row in diagnosis["variants"].items():
+        h = row["history"]
+        last = {k: (h[k][-1] if h.get(k) else float("nan")) for k in OBJECTIVE_COLUMNS}
+        print(
+            f"{name:<32}{row['last_over_first_position']:>16.3f}{row.get('query_after_fall', float('nan')):>12.3f}"
+            f"{last['objective_query_before']:>14.3f}{last['objective_query_after']:>13.3f}"
+            f"{last['objective_support_after_over_before']:>13.3f}{last['objective_meta_grad_norm']:>11.3g}"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = common.parser(__doc__.splitlines()[0], SCALES, seeds=True)
     parser.add_argument("--retime", action="store_true", help="measure the step times again even if saved")
+    parser.add_argument(
+        "--diagnose", type=int, default=None, metavar="STEPS",
+        help="instead of the figure: STEPS-step runs of each variant in DIAGNOSES (second/first order, inner lr, "
+        "training task scale, plain ICL) with the meta-training diagnostics -> fig6_diagnostics_SCALE.{json,png}",
+    )  # fmt: skip
     args = common.parse(parser, argv)
     scale = SCALES[args.scale]
     seeds = list(range(args.seed, args.seed + (args.seeds or scale.seeds)))
     root = common.run_root(args, "fig6")
     t0 = time.perf_counter()
-    curves, histories, diffs = [], [], {}
+    if args.diagnose is not None:
+        require(args.diagnose >= 1, f"--diagnose: STEPS must be >= 1, got {args.diagnose}")
+        doc = {"experiment": "fig6_diagnostics", "scale": args.scale, "settings": dataclasses.asdict(scale),
+               **diagnose(scale, args.diagnose, root / "diagnose", args.seed, not args.no_progress)}  # fmt: skip
+        common.finish(doc, args.figures, f"fig6_diagnostics_{args.scale}", draw_diagnosis, t0)
+        print_diagnosis(doc)
+        return doc
+    curves, histories, diffs, checks = [], [], {}, {}
     for seed in seeds:
         adapted = {}
         for arm in ARMS:
             print(f"{arm}, seed {seed}: {scale.steps} steps -> {root / f'{arm}_seed{seed}'}")
             params, history = train_arm(scale, arm, seed, root, not args.no_progress)
             histories.append(history)
+            checks[f"{arm}_seed{seed}"] = preconditions(scale, arm, seed, params, history)
             for t in scale.pools:
                 values = adaptation(scale, arm, seed, params, history["steps"], t, root, args.seed)
                 curves += curves_for(scale, arm, seed, t, values)
@@ -322,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             diffs[seed, t] = adapted["icl", t] - adapted["m2icl", t]
     times = step_times(scale, root, args.retime)
     summary = summarise(curves, diffs, scale, seeds)
+    curves.append(least_squares_curve(scale, args.seed))
     fam = family(scale)
     config = {
         "scale": args.scale,
@@ -339,10 +481,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         },
     }
     doc = results_document("fig6_metameta", config, curves, args.seed)
-    doc.update(histories=histories, summary=summary, step_times=times)
+    doc.update(histories=histories, summary=summary, step_times=times, preconditions=checks)
     common.finish(doc, args.figures, f"fig6_metameta_{args.scale}", draw, t0)
     print_summary(summary, times)
+    print_preconditions(checks)
     return doc
+
+
+def print_preconditions(checks: dict[str, dict[str, Any]]) -> None:
+    for run, check in checks.items():
+        line = (
+            f"precondition {run}: error at the last position / position 0 on {TRAINING_DOMAINS} training domains "
+            f"{check['last_over_first_position']:.3f} (<= {IN_CONTEXT_RATIO}: "
+            f"{'holds' if check['learns_in_context'] else 'does NOT hold'})"
+        )
+        if "query_after_fall" in check:
+            line += (
+                f"; post-adaptation query loss fell {check['query_after_fall']:.0%} (>= {QUERY_FALL:.0%}: "
+                f"{'holds' if check['meta_objective_falls'] else 'does NOT hold'})"
+            )
+        print(line)
 
 
 def print_summary(summary: dict[str, Any], times: dict[str, Any]) -> None:
@@ -365,6 +523,40 @@ def print_summary(summary: dict[str, Any], times: dict[str, Any]) -> None:
     )
 
 
+def draw_diagnosis(doc: dict[str, Any], figures: Path) -> None:
+    """Four panels: the post-adaptation query loss relative to its first logged value, the support loss after /
+    before the inner steps (median over domains), the meta-gradient norm, all vs step for the M2-ICL variants; and
+    the in-context error curve on training domains (relative to position 0) of every variant."""
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2), dpi=110)
+    for name, row in doc["variants"].items():
+        h = row["history"]
+        if row["arm"] == "m2icl":
+            steps = h["step"]
+            query = np.asarray(h["objective_query_after"], float)
+            axes[0].plot(steps, query / query[0], marker=".", label=name)
+            axes[1].plot(steps, h["objective_support_after_over_before"], marker=".", label=name)
+            axes[2].plot(steps, h["objective_meta_grad_norm"], marker=".", label=name)
+        curve = row["training_domains_curve"]
+        axes[3].plot(curve["positions"], np.asarray(curve["mean"]) / curve["mean"][0], marker=".", label=name)
+    titles = (
+        "query loss after the inner steps / at step 0",
+        "support loss after / before the inner steps (median)",
+        "meta-gradient norm",
+        "error on training domains / position 0's",
+    )
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("context size" if ax is axes[3] else "outer step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[2].set_yscale("log")
+    axes[3].axhline(0.5, color="0.4", ls=":", lw=1)
+    fig.suptitle(f"Figure 6 diagnosis: {doc['steps']} outer steps per variant (scale {doc['scale']})")
+    fig.tight_layout()
+    fig.savefig(figures / f"fig6_diagnostics_{doc['scale']}.png")
+    plt.close(fig)
+
+
 def draw(doc: dict[str, Any], figures: Path) -> None:
     """One panel per pool size t: the four learners' per-position curves (one set per seed)."""
     settings = doc["config"]["settings"]
@@ -376,7 +568,7 @@ def draw(doc: dict[str, Any], figures: Path) -> None:
             for name in LEARNERS
             for c in doc["curves"]
             if c["adapt_tasks"] == t and c["learner"] == name
-        ]
+        ] + [c for c in doc["curves"] if c["kind"] == "reference"]
         panels.append((f"t = {t} adaptation tasks per domain", records))
     title = (
         f"Figure 6: M2-ICL vs ICL on {settings['test_domains']} unseen domains (d={settings['d']}, "

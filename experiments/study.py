@@ -8,6 +8,7 @@ The figure scripts and the CLI declare their jobs and test sets and call these f
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 
 import baselines
 import tasks
-from icl_meta import evaluate, learners
+from icl_meta import agreement, evaluate, learners
 from icl_meta.checkpoint import Checkpointer
 from icl_meta.contracts import Episode, Learner, TaskFamily
 from icl_meta.errors import ConfigError
@@ -107,6 +108,48 @@ def reference_curves(
     return curves
 
 
+AGREEMENT_TASKS = 512  # test tasks per set in the agreement analysis: intervals of about +-0.01, a quarter of the cost
+
+
+def agreement_curves(
+    learner: Learner,
+    params: Any,
+    tests: Mapping[str, Episode],
+    families: Mapping[str, TaskFamily],
+    num_tasks: int = AGREEMENT_TASKS,
+    **labels: Any,
+) -> list[dict[str, Any]]:
+    """Which algorithm a trained learner runs: its per-position agreement (`icl_meta.agreement`) with every standard
+    closed-form rule of each test family (`baselines.agreement_rules`), on the first `num_tasks` tasks of each set.
+    `labels` (e.g. train=job.train, sigma=3) go into every record."""
+    records = []
+    for test, episode in tests.items():
+        spec = families[test].spec
+        first = {test: Episode(episode.x[:num_tasks], episode.y[:num_tasks], {})}
+        rules = baselines.agreement_rules(spec)
+        records += agreement.curves_on(learner, params, rules, first, {test: spec}, **labels)
+    return records
+
+
+def agreement_summaries(
+    records: Sequence[dict[str, Any]], families: Mapping[str, TaskFamily], starts: Mapping[str, int]
+) -> dict[str, dict[str, Any]]:
+    """Per test family: `agreement.summarise` over positions starts[test].., with the family's optimal rule."""
+    return {
+        test: agreement.summarise(
+            [r for r in records if r["test"] == test], starts[test], optimal_rule=families[test].optimal_rule
+        )
+        for test in dict.fromkeys(r["test"] for r in records)
+    }
+
+
+def agreement_seconds(records: Iterable[dict[str, Any]]) -> float:
+    """The time the analysis took: `agreement_s` once per (learner, test, labels) group (each record repeats it)."""
+    seen = {json.dumps({k: v for k, v in r.items() if k not in agreement.PER_RULE_FIELDS}, sort_keys=True,
+                       default=str): r["agreement_s"] for r in records}  # fmt: skip
+    return round(sum(seen.values()), 1)
+
+
 def mean_table(curves: Iterable[dict[str, Any]], starts: Mapping[str, int]) -> list[dict[str, Any]]:
     """Mean of each curve over positions starts[test].. (the reference's reporting range of the test family)."""
     return [
@@ -128,18 +171,21 @@ def run_grid(
     tests: Mapping[str, Episode],
     families: Mapping[str, TaskFamily],
     progress: bool = True,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
     """Train (or resume, or load) every job in turn and evaluate it on every test set.
 
-    Returns the curves and one summary per run (steps, training wall time, final held-out metric)."""
+    Returns the curves, one summary per run (steps, training wall time, final held-out metric) and the trained
+    parameters, one per job (for further analyses)."""
     curves: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
+    params_J = []
     for i, job in enumerate(jobs, 1):
         print(f"[{i}/{len(jobs)}] {job.learner.name} trained on {job.train}: {job.cfg.steps} steps -> {root / job.key}")
         params, info = train_job(job, root, progress)
         curves += evaluate_job(job, params, tests, families)
         runs.append(info)
-    return curves, runs
+        params_J.append(params)
+    return curves, runs, params_J
 
 
 def table_value(

@@ -109,9 +109,10 @@ class TaskFamily:
     name: ClassVar[str] = "?"
     # The first position in the reference code's training loss for this family (PAPER.md section 4.2).
     reference_loss_start: ClassVar[int] = 0
-    # The registered learner name of the family's optimal closed-form rule (e.g. "ncm"), None where no simple rule is
-    # optimal; the agreement analysis (icl_meta/agreement.py) asks whether a learner agrees most with it. A name, not a
-    # learner: families import no learners.
+    # The registered learner name of the family's optimal closed-form rule (e.g. "ncm") in its default setting, the
+    # algorithm the paper pairs with it; None where no simple rule is. Variants can move the optimum (anchors add a
+    # prior ncm ignores, noise makes ridge optimal for regression). The agreement analysis (icl_meta/agreement.py)
+    # asks whether a learner agrees most with it. A name, not a learner: families import no learners.
     optimal_rule: ClassVar[str | None] = None
 
     def __post_init__(self) -> None:

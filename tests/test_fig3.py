@@ -75,8 +75,19 @@ def test_smoke_run_writes_every_curve_summary_and_figure(smoke):
     with np.load(root / "fig3_regions_smoke.npz") as arrays:
         assert arrays["radius_pred"].shape == (settings.grid, settings.grid)
         assert arrays["prototype_context_x"].shape == (20, 2)
-    for png in ("fig3_shift_smoke.png", "fig3_radius_smoke.png", "fig3_regions_smoke.png"):
+    for png in ("fig3_shift_smoke.png", "fig3_radius_smoke.png", "fig3_regions_smoke.png",
+                "fig3_agreement_smoke.png", "fig3_agreement_shift_smoke.png"):  # fmt: skip
         assert (root / png).stat().st_size > 20_000
+
+    # (d): agreement of every learner with every rule on every shifted set and on radius; the own-rule checks
+    rules = {"ncm", "matching", "averaging", "knn(1)", "knn(3)"}
+    shifted = [(r["learner"], r["test"], r["sigma"], r["rule"]) for r in doc["agreement"] if r["part"] == "shift"]
+    ends = (settings.sigmas[0], settings.sigmas[-1])
+    grid = itertools.product(LEARNERS, FAMILIES, settings.sigmas)
+    measured = {(n, f, s) for n, f, s in grid if n in fig3_generalization.AGREEMENT_SWEEP or s in ends}
+    assert sorted(shifted) == sorted((*key, rule) for key in measured for rule in rules)
+    assert {r["rule"] for r in doc["agreement"] if r["part"] == RADIUS} == rules
+    assert {(c["learner"], c["test"], c["sigma"]) for c in doc["own_rule"]} == measured
 
 
 @pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality

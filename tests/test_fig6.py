@@ -4,6 +4,7 @@ import pytest
 
 from experiments import fig6_metameta as fig6
 from icl_meta.cli import FIGURES
+from icl_meta.errors import ConfigError
 from icl_meta.runs import read_json
 
 SMOKE = fig6.SCALES["smoke"]
@@ -20,9 +21,13 @@ def fig(tmp_path_factory):
 def test_curves_cover_every_learner_and_pool(fig):
     root, _, doc = fig
     assert {"experiment", "scale", "config", "provenance", "curves", "histories", "summary", "step_times"} <= set(doc)
-    keys = [(c["learner"], c["adapt_tasks"], c["seed"]) for c in doc["curves"]]
+    keys = [(c["learner"], c["adapt_tasks"], c["seed"]) for c in doc["curves"] if c["kind"] == "trained"]
     assert sorted(keys) == sorted((name, t, 0) for name in fig6.LEARNERS for t in SMOKE.pools)
+    (ls,) = [c for c in doc["curves"] if c["kind"] == "reference"]
+    assert ls["learner"] == "least_squares" and max(ls["mean"][SMOKE.d :]) < 1e-3  # noiseless: exact from i = d
     for c in doc["curves"]:
+        if c["kind"] == "reference":
+            continue
         assert c["metric"] == "squared_error" and c["positions"] == list(range(SMOKE.n))
         assert c["domains"] == SMOKE.test_domains and c["test"] == "domain_regression_test"
         want_steps = 0 if not c["learner"].endswith("_adapted") else SMOKE.adapt_steps(c["learner"].split("_")[0])
@@ -56,6 +61,15 @@ def test_runs_summary_and_step_times(fig):
     (check,) = doc["summary"]["checks"]
     assert set(check["relative_advantage_by_t"]) == {str(t) for t in SMOKE.pools}
     assert isinstance(check["a_m2icl_adapted_best_at_smallest_t"], bool)
+    checks = doc["preconditions"]
+    assert set(checks) == {"m2icl_seed0", "icl_seed0"} and "query_after_fall" not in checks["icl_seed0"]
+    for check in checks.values():
+        curve = check["training_domains_curve"]
+        ratio = curve["mean"][-1] / curve["mean"][0]
+        assert check["last_over_first_position"] == pytest.approx(ratio, abs=1e-4)
+        assert check["learns_in_context"] == (check["last_over_first_position"] <= fig6.IN_CONTEXT_RATIO)
+    fall = checks["m2icl_seed0"]["query_after_fall"]
+    assert checks["m2icl_seed0"]["meta_objective_falls"] == (fall >= fig6.QUERY_FALL)
     times = doc["step_times"]
     assert all(times[k] > 0 for k in ("m2icl_second_order", "m2icl_first_order", "icl"))
     assert times["second_order_over_icl"] == pytest.approx(times["m2icl_second_order"] / times["icl"], rel=0.02)
@@ -91,3 +105,28 @@ def test_rerun_reuses_runs_and_adaptation_results(fig):
 def test_reproduce_knows_fig6():
     assert FIGURES["fig6"] == ("experiments.fig6_metameta",)
     assert SMOKE.icl_batch == SMOKE.support + SMOKE.query  # the ICL arm sees as many tasks per step
+
+
+@pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
+def test_diagnosis_logs_the_meta_training_and_the_preconditions(tmp_path, monkeypatch):
+    variants = {"m2icl": ("m2icl", {}), "icl_task_scale_1": ("icl", {"task_scale": 1.0})}
+    monkeypatch.setattr(fig6, "DIAGNOSES", variants)
+    argv = ["--scale", "smoke", "--out", str(tmp_path / "runs"), "--figures", str(tmp_path), "--no-progress"]
+    doc = fig6.main([*argv, "--diagnose", "4"])
+    assert set(doc["variants"]) == set(variants) and doc["steps"] == 4
+    meta, plain = doc["variants"]["m2icl"], doc["variants"]["icl_task_scale_1"]
+    assert meta["history"]["step"] == [0, 1, 2, 3, 4]  # an evaluation every steps // 10 (at least 1) steps
+    for column in fig6.OBJECTIVE_COLUMNS:
+        assert all(v is not None and v > 0 for v in meta["history"][column]), column
+    query = meta["history"]["objective_query_after"]
+    assert meta["query_after_fall"] == pytest.approx(1 - query[-1] / query[0], abs=1e-4)
+    curve = plain["training_domains_curve"]
+    assert plain["last_over_first_position"] == pytest.approx(curve["mean"][-1] / curve["mean"][0], abs=1e-4)
+    assert "query_after_fall" not in plain and read_json(tmp_path / "runs" / "diagnose" / "icl_task_scale_1_steps4" /
+                                                         "config.json")["task"]["task_scale"] == 1.0  # fmt: skip
+    assert (tmp_path / "fig6_diagnostics_smoke.png").stat().st_size > 20_000
+
+
+def test_diagnose_needs_a_positive_step_count(tmp_path):
+    with pytest.raises(ConfigError, match="--diagnose"):
+        fig6.main(["--scale", "smoke", "--out", str(tmp_path), "--figures", str(tmp_path), "--diagnose", "0"])

@@ -74,8 +74,21 @@ def test_fig2_mixture_smoke(tmp_path):
     assert trained == set(itertools.product(["mixture"], fig2_mixture.TESTS, common.LEARNERS))
     assert doc["config"]["variant"] == {"start": 2, "sim_nc": 1, "ave_anchors": "none"}
     assert all(cfg["train"]["loss_start"] == 2 for cfg in doc["config"]["runs"].values())
-    for name in ("fig2_mixture_smoke.json", "fig2_mixture_smoke.png", "fig2_mixture_table_smoke.png"):
+    for name in ("fig2_mixture_smoke.json", "fig2_mixture_smoke.png", "fig2_mixture_table_smoke.png",
+                 "fig2_agreement_smoke.png"):  # fmt: skip
         assert (tmp_path / name).exists()
+    # Which rule each learner runs: every learner against every rule on each family's test set, once.
+    pairs = [(r["learner"], r["test"], r["rule"]) for r in doc["agreement"]]
+    rules = ("ncm", "matching", "averaging", "knn(1)", "knn(3)")
+    assert sorted(pairs) == sorted(itertools.product(common.LEARNERS, common.FAMILIES, rules))
+    for test, summary in doc["agreement_summary"].items():
+        own = {check["learner"]: check for check in summary["own_rule"]}
+        assert set(own) == set(common.LEARNERS) and {c["own_rule"] for c in own.values()} == {
+            {"prototype": "ncm", "pairwise": "matching", "amortization": "averaging"}[test]
+        }
+        for check in own.values():
+            assert check["margin"] == pytest.approx(check["own_value"] - check["best_other_value"])
+    assert 0 < doc["agreement_s"] < doc["wall_s"]
     assert json.loads((tmp_path / "fig2_mixture_smoke.json").read_text())["experiment"] == "fig2_mixture"
 
 
