@@ -124,8 +124,7 @@ def draw(doc: dict[str, Any], figures: Path) -> None:
     if doc.get("agreement_summary"):
         common.draw_agreement(
             doc["agreement_summary"], figures / f"fig2_agreement_{scale}.png",
-            f"Figure 2: argmax agreement of mixture-trained learners with each rule (scale {scale}; red: the family's "
-            "optimal rule)",
+            f"Figure 2: agreement with each rule\n(mixture-trained, scale {scale}; red: optimal rule)",
         )  # fmt: skip
 
 

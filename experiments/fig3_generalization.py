@@ -418,7 +418,7 @@ def draw_agreement(doc: dict[str, Any], figures: Path) -> None:
     shown += [{**r, "test": f"{RADIUS} (unseen type)"} for r in rows if r["part"] == RADIUS]
     plot_agreement(
         shown, figures / f"fig3_agreement_{scale}.png",
-        f"Figure 3: argmax agreement of mixture-trained learners with each rule, scale {scale} (red: optimal rule)",
+        f"Figure 3: agreement with each rule\n(mixture-trained, scale {scale}; red: optimal rule)",
         optimal,
     )  # fmt: skip
     panels = [
