@@ -350,6 +350,7 @@ def _train(
     probe = Episode(episode.x[:probe_tasks], episode.y[:probe_tasks], {})
     values, values_step = None, -1  # the last full evaluation [B, N] and its step
     diagnostics_key = jax.random.fold_in(stream_key(cfg.seed, EVAL_STREAM), 1)  # the same draws at every evaluation
+    diagnosed: dict[int, dict[str, float]] = {}
 
     def evaluate_now(step: int, loss: float | None, wall: float, full: bool) -> dict[str, Any]:
         """An evaluation on the probe (tasks and positions), or on every held-out task and position (`full`)."""
@@ -369,10 +370,12 @@ def _train(
         }
         if cfg.curriculum is not None:  # the values the step just finished trained with
             record.update({f"curriculum_{k}": v for k, v in cfg.curriculum.values(max(step - 1, 0)).items()})
-        diagnostics = objective_diagnostics(
-            objective, state.params, diagnostics_key, learner=learner, family=family, cfg=cfg.step_settings()
-        )
-        record.update({f"objective_{k}": float(v) for k, v in diagnostics.items()})
+        if step not in diagnosed:  # once per step, also when a target is confirmed by a second, full evaluation
+            values = objective_diagnostics(
+                objective, state.params, diagnostics_key, learner=learner, family=family, cfg=cfg.step_settings()
+            )
+            diagnosed[step] = {f"objective_{k}": float(v) for k, v in values.items()}
+        record.update(diagnosed[step])
         return record
 
     def log(record: dict[str, Any]) -> None:
