@@ -371,10 +371,10 @@ def _train(
         if cfg.curriculum is not None:  # the values the step just finished trained with
             record.update({f"curriculum_{k}": v for k, v in cfg.curriculum.values(max(step - 1, 0)).items()})
         if step not in diagnosed:  # once per step, also when a target is confirmed by a second, full evaluation
-            values = objective_diagnostics(
+            scalars = objective_diagnostics(
                 objective, state.params, diagnostics_key, learner=learner, family=family, cfg=cfg.step_settings()
             )
-            diagnosed[step] = {f"objective_{k}": float(v) for k, v in values.items()}
+            diagnosed[step] = {f"objective_{k}": float(v) for k, v in scalars.items()}
         record.update(diagnosed[step])
         return record
 
