@@ -34,6 +34,7 @@ import baselines
 import tasks
 from experiments import common, study
 from experiments.common import FAMILIES, LEARNERS, MIXTURE, MIXTURE_SCALES
+from icl_meta import agreement
 from icl_meta.contracts import TaskFamily
 from icl_meta.plotting import plot_panels, plot_table
 from icl_meta.runs import results_document, run_config
@@ -96,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     doc.update(
         agreement=agreement_records,
         agreement_summary=study.agreement_summaries(agreement_records, families, starts),
-        agreement_s=study.agreement_seconds(agreement_records),
+        agreement_s=agreement.seconds(agreement_records),
     )
     common.finish(doc, args.figures, f"fig2_mixture_{args.scale}{variant}", draw, t0)
     refs = [r.name for r in baselines.references(training.spec)]

@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     shift, shift_agreement = shift_curves(jobs, params, settings, args.seed)
     radius, radius_agreement = radius_curves(jobs, params, settings, args.seed)
     curves, agreement_records = shift + radius, shift_agreement + radius_agreement
-    agreement_s = study.agreement_seconds(agreement_records)
+    agreement_s = agreement.seconds(agreement_records)
     print(f"(a), (b): {len(curves)} curves in {time.perf_counter() - t_eval:.0f} s ({agreement_s:.0f} s agreement)")
     regions, arrays = [], {}
     if "icl" in names:

@@ -326,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     doc.update(
         agreement=agreement,
         agreement_closest=closest_rules(agreement),
-        agreement_s=study.agreement_seconds(agreement),
+        agreement_s=agreement_lib.seconds(agreement),
     )
     common.finish(doc, args.figures, f"fig4_curriculum_{args.scale}", draw, t0)
     print_summary(summary, verdicts, scale)
@@ -362,12 +362,12 @@ def print_summary(summary: list[dict[str, Any]], verdicts: dict[str, Any], scale
         )
 
 
-def seed_means(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Agreement records averaged over seeds per (curriculum, step, rule): the mean of the seeds' means, with the
-    min-max band over seeds as lo / hi."""
+def seed_means(records: list[dict[str, Any]], by: tuple[str, ...] = ("curriculum", "step", "rule")) -> list[dict]:
+    """Curve records (per-position errors or agreements) averaged over seeds per value of the `by` labels: the mean of
+    the seeds' means, with the min-max band over seeds as lo / hi."""
     out = []
-    for key in dict.fromkeys((r["curriculum"], r["step"], r["rule"]) for r in records):
-        runs = [r for r in records if (r["curriculum"], r["step"], r["rule"]) == key]
+    for key in dict.fromkeys(tuple(r[k] for k in by) for r in records):
+        runs = [r for r in records if tuple(r[k] for k in by) == key]
         means = np.asarray([r["mean"] for r in runs])
         labels = {k: v for k, v in runs[0].items() if k not in ("seed", "mean", "lo", "hi", "agreement_s")}
         out.append({**labels, "seeds": len(runs), "mean": means.mean(0).tolist(), "lo": means.min(0).tolist(),
@@ -383,7 +383,7 @@ def closest_rules(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def print_agreement(doc: dict[str, Any]) -> None:
     print(
         f"\nclosest regression rule to ICL's predictions by context size (normalised squared difference, seed mean; "
-        f"analysis {doc['agreement_s']:.0f} s of the script's {doc['wall_s']:.0f} s)"
+        f"the analysis took {doc['agreement_s']:.0f} s when computed; saved in the run directories)"
     )
     for closest in doc["agreement_closest"]:
         cells = " ".join(f"{i}:{rule}" for i, rule in zip(closest["positions"], closest["rule"], strict=True))
@@ -433,14 +433,8 @@ def draw(doc: dict[str, Any], figures: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     for ax, checkpoint in zip(axes[2:], checkpoints, strict=True):
-        records = []
-        for arm in ARMS:
-            runs = [c for c in doc["curves"] if c.get("curriculum") == arm and c["step"] == checkpoint]
-            means = np.asarray([c["mean"] for c in runs])
-            records.append(
-                {"learner": f"icl, curriculum {arm}", "metric": "squared_error", "positions": runs[0]["positions"],
-                 "mean": means.mean(0).tolist(), "lo": means.min(0).tolist(), "hi": means.max(0).tolist()}
-            )  # fmt: skip
+        trained = [c for c in doc["curves"] if c["kind"] == "trained" and c["step"] == checkpoint]
+        records = [{**c, "learner": f"icl, curriculum {c['curriculum']}"} for c in seed_means(trained, ("curriculum",))]
         records += [c for c in doc["curves"] if c["kind"] == "reference"]
         draw_curves(ax, records, f"step {checkpoint}: per-position error (band: min-max over seeds)")
         positions = records[0]["positions"]

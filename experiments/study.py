@@ -8,7 +8,6 @@ The figure scripts and the CLI declare their jobs and test sets and call these f
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -141,13 +140,6 @@ def agreement_summaries(
         )
         for test in dict.fromkeys(r["test"] for r in records)
     }
-
-
-def agreement_seconds(records: Iterable[dict[str, Any]]) -> float:
-    """The time the analysis took: `agreement_s` once per (learner, test, labels) group (each record repeats it)."""
-    seen = {json.dumps({k: v for k, v in r.items() if k not in agreement.PER_RULE_FIELDS}, sort_keys=True,
-                       default=str): r["agreement_s"] for r in records}  # fmt: skip
-    return round(sum(seen.values()), 1)
 
 
 def mean_table(curves: Iterable[dict[str, Any]], starts: Mapping[str, int]) -> list[dict[str, Any]]:

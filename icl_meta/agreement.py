@@ -146,6 +146,12 @@ def _groups(records: Sequence[dict[str, Any]]) -> list[tuple[dict[str, Any], lis
     return list(groups.values())
 
 
+def seconds(records: Sequence[dict[str, Any]]) -> float:
+    """The time an analysis took: `agreement_s` once per (learner, test, labels) group (each of its records repeats
+    it)."""
+    return round(sum(members[0]["agreement_s"] for _, members in _groups(records)), 1)
+
+
 def closest_rule(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (learner, test, labels) group and position, the rule closest to the learner: the highest agreement
     (classification) or lowest normalised squared difference (regression); ties go to the earlier rule. Each entry:

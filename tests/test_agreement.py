@@ -160,3 +160,10 @@ def test_plots_write_pngs(tmp_path):
     assert png.stat().st_size > 10_000
     with pytest.raises(ConfigError, match="no rows"):
         plot_agreement([], tmp_path / "none.png")
+
+
+def test_seconds_count_each_group_once():
+    records = [
+        {"learner": "icl", "test": "a", "metric": agreement.AGREEMENT, "rule": r, "agreement_s": 2.0} for r in "xyz"
+    ] + [{"learner": "icl", "test": "b", "metric": agreement.AGREEMENT, "rule": "x", "agreement_s": 0.5}]
+    assert agreement.seconds(records) == 2.5
