@@ -208,6 +208,7 @@ NEUTRAL_SETTINGS = {
     "learner.config.block": "paper",
     "learner.config.positions": None,
     "learner.config.scan_layers": False,
+    "learner.config.rotary": False,
     "train.probe_tasks": None,
     "train.probe_positions": None,
     "train.stop_at": None,

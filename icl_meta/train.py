@@ -126,8 +126,12 @@ def stream_key(seed: int, stream: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), stream)
 
 
-def init_state(learner: Learner, family: TaskFamily, cfg: TrainConfig) -> TrainState:
-    params = learner.init(stream_key(cfg.seed, INIT_STREAM), family.spec)
+def init_state(learner: Learner, family: TaskFamily, cfg: TrainConfig, params: Any = None) -> TrainState:
+    """Step 0: the learner's initial parameters (from the INIT stream), or `params` (e.g. a previous stage's)."""
+    if params is None:
+        params = learner.init(stream_key(cfg.seed, INIT_STREAM), family.spec)
+    else:  # a copy: the training step donates (deletes) the buffers it is given
+        params = jax.tree_util.tree_map(lambda leaf: jnp.array(leaf, copy=True), params)
     require(params is not None, f"learner {getattr(learner, 'name', learner)!r} has no trainable parameters")
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer(cfg).init(params), jnp.zeros((), jnp.float32))
 
@@ -302,18 +306,20 @@ def train(
     mesh: Mesh | None = None,
     until: int | None = None,
     objective: Objective = PREQUENTIAL,
+    init_params: Any = None,
 ) -> TrainResult:
     """Train, evaluating every `cfg.eval_every` steps; with a run directory, log, checkpoint and resume, holding the
     directory's lock (a second writer is refused).
 
     `until` stops early at that step (as an interruption would); `--resume` later continues to `cfg.steps`
     and ends with the same parameters as an uninterrupted run. A non-default `objective` is recorded in
-    config.json (key "objective"), so a resume with another objective is refused.
+    config.json (key "objective"), so a resume with another objective is refused. `init_params` starts from
+    those parameters instead of the learner's initialisation (a fine-tuning stage; a resume restores its checkpoint).
     """
     if run is None:
-        return _train(learner, family, cfg, None, config, resume, progress, mesh, until, objective)
+        return _train(learner, family, cfg, None, config, resume, progress, mesh, until, objective, init_params)
     with run.locked():
-        return _train(learner, family, cfg, run, config, resume, progress, mesh, until, objective)
+        return _train(learner, family, cfg, run, config, resume, progress, mesh, until, objective, init_params)
 
 
 def _train(
@@ -327,11 +333,12 @@ def _train(
     mesh: Mesh | None,
     until: int | None,
     objective: Objective,
+    init_params: Any,
 ) -> TrainResult:
     spec = family.spec
     metric = evaluate.metric_name(spec)
     objective.check(family, cfg)
-    state = replicate(init_state(learner, family, cfg), mesh)
+    state = replicate(init_state(learner, family, cfg, init_params), mesh)
     checkpointer = None
     history: list[dict[str, Any]] = []
     if run is not None:
@@ -348,6 +355,8 @@ def _train(
     episode = eval_episode(family, cfg)
     probe_tasks, probe_positions = cfg.probe()
     probe = Episode(episode.x[:probe_tasks], episode.y[:probe_tasks], {})
+    # A family that marks the positions to learn (a sequence family's loss mask) is scored at those positions only.
+    mask = None if "loss_mask" not in episode.params else np.asarray(episode.params["loss_mask"])
     values, values_step = None, -1  # the last full evaluation [B, N] and its step
     diagnostics_key = jax.random.fold_in(stream_key(cfg.seed, EVAL_STREAM), 1)  # the same draws at every evaluation
     diagnosed: dict[int, dict[str, float]] = {}
@@ -358,12 +367,15 @@ def _train(
         if full:
             values, values_step = evaluate.per_position(learner, state.params, spec, episode), step
             scores = values[:, cfg.loss_start : cfg.stop]
+            weights = None if mask is None else mask[:, cfg.loss_start : cfg.stop]
         else:
             scores = evaluate.per_position(learner, state.params, spec, probe, positions=probe_positions)
+            weights = None if mask is None else mask[:probe_tasks][:, probe_positions]
+        mean = scores.mean() if weights is None else (scores * weights).sum() / max(float(weights.sum()), 1.0)
         record = {
             "step": step,
             "loss": loss,
-            f"eval_{metric}": float(scores.mean()),
+            f"eval_{metric}": float(mean),
             "eval_tasks": scores.shape[0],
             "eval_positions": scores.shape[1],
             "wall_s": round(wall, 3),

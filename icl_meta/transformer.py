@@ -60,6 +60,7 @@ class ModelConfig:
     block: str = "paper"  # "paper": residual [attention, FF] without norms; "gpt2": pre-LN GPT-2 blocks
     positions: int | None = None  # learned absolute position embeddings (GPT-2's n_positions); None: none
     scan_layers: bool = False  # True: the identical layers as one lax.scan (one layer in the program)
+    rotary: bool = False  # rotary position embeddings on queries and keys (RoPE: relative positions)
 
     def __post_init__(self) -> None:
         require_choice(self.attention, "attention", ATTENTIONS)
@@ -70,6 +71,7 @@ class ModelConfig:
         require_choice(self.block, "block", BLOCKS)
         require_int(self.positions, "positions", none_ok=True)
         require_bool(self.scan_layers, "scan_layers")
+        require_bool(self.rotary, "rotary")
 
 
 PRESETS: dict[str, ModelConfig] = {
@@ -139,9 +141,13 @@ class Attention(nnx.Module):
     `residual_std` None: the paper's attention (PyTorch init, no biases, no output projection for one head);
     else GPT-2's (biases, N(0, 0.02) init, an output projection initialised with N(0, residual_std))."""
 
-    def __init__(self, width: int, heads: int, kind: str, *, residual_std: float | None = None, rngs: nnx.Rngs):
+    def __init__(
+        self, width: int, heads: int, kind: str, *, residual_std: float | None = None, rotary: bool = False,
+        rngs: nnx.Rngs,
+    ):  # fmt: skip
         require(width % heads == 0, f"width {width} must be divisible by heads {heads}")
-        self.heads, self.kind = heads, kind
+        require(not rotary or (width // heads) % 2 == 0, f"rotary needs an even head width, got {width // heads}")
+        self.heads, self.kind, self.rotary = heads, kind, rotary
         if residual_std is None:
             self.q, self.k, self.v = (torch_linear(width, width, use_bias=False, rngs=rngs) for _ in range(3))
             self.out = torch_linear(width, width, rngs=rngs) if heads > 1 else None  # the reference: none for 1 head
@@ -153,10 +159,22 @@ class Attention(nnx.Module):
         q_HLE, k_HLE, v_HLE = (
             rearrange(f(h_LW), "... l (h e) -> ... h l e", h=self.heads) for f in (self.q, self.k, self.v)
         )
+        if self.rotary:
+            q_HLE, k_HLE = rotate(q_HLE), rotate(k_HLE)
         head_mask = mask if isinstance(mask, CausalPairs) else mask[..., None, :, :]  # broadcast over heads
         o_HLE = KERNELS[self.kind](q_HLE, k_HLE, v_HLE, head_mask)
         o_LW = rearrange(o_HLE, "... h l e -> ... l (h e)")
         return o_LW if self.out is None else self.out(o_LW)
+
+
+def rotate(x_HLE: jax.Array, base: float = 10_000.0) -> jax.Array:
+    """Rotary position embedding (Su et al.; GPT-NeoX's half-split layout) by position along L: the dot product of a
+    rotated query and key depends on their positions' difference only."""
+    half = x_HLE.shape[-1] // 2
+    angle_LF = jnp.arange(x_HLE.shape[-2])[:, None] * base ** (-jnp.arange(half) / half)[None]
+    cos, sin = jnp.cos(angle_LF), jnp.sin(angle_LF)
+    x1, x2 = x_HLE[..., :half], x_HLE[..., half:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
 
 
 class FeedForward(nnx.Module):
@@ -182,8 +200,18 @@ class Network(nnx.Module):
     block "paper": h += attention(h); h += FF(h). block "gpt2": h += attention(LN(h)); h += FF(LN(h)), then a final LN.
     """
 
-    def __init__(self, config: ModelConfig, spec: TaskSpec, *, rngs: nnx.Rngs):
-        t = token_width(spec, config.protocol)
+    def __init__(
+        self,
+        config: ModelConfig,
+        spec: TaskSpec,
+        *,
+        rngs: nnx.Rngs,
+        tokens: int | None = None,
+        outputs: int | None = None,
+    ):
+        """`tokens` and `outputs` override the token and read-out widths the spec and protocol imply (a learner that
+        embeds its own tokens, e.g. the multimodal language model)."""
+        t = tokens or token_width(spec, config.protocol)
         width = config.width or t
         gpt2 = config.block == "gpt2"
         residual_std = GPT2_STD / math.sqrt(2 * config.depth) if gpt2 else None
@@ -195,7 +223,9 @@ class Network(nnx.Module):
         )
         self.attention = nnx.List(
             [
-                Attention(width, config.heads, config.attention, residual_std=residual_std, rngs=rngs)
+                Attention(
+                    width, config.heads, config.attention, residual_std=residual_std, rotary=config.rotary, rngs=rngs
+                )
                 for _ in range(config.depth)
             ]
         )
@@ -204,7 +234,7 @@ class Network(nnx.Module):
         )
         norms = [nnx.LayerNorm(width, epsilon=1e-5, rngs=rngs) for _ in range(2 * config.depth + 1)] if gpt2 else None
         self.norms: nnx.List | None = None if norms is None else nnx.List(norms)
-        self.read_out = torch_linear(width, output_width(spec), use_bias=gpt2, rngs=rngs)
+        self.read_out = torch_linear(width, outputs or output_width(spec), use_bias=gpt2, rngs=rngs)
         self.scan_layers = config.scan_layers
 
     def __call__(self, tokens_LW: jax.Array, mask: Mask) -> jax.Array:
