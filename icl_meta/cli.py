@@ -26,6 +26,7 @@ FIGURES = {  # figure -> its scripts, run in order
     "fig4": ("experiments.fig4_curriculum",),
     "fig6": ("experiments.fig6_metameta",),
     "unsupervised": ("experiments.unsupervised",),  # unsupervised ICL by joint inference (the second seed paper)
+    "multimodal": ("experiments.multimodal",),  # multimodal ICL instruction tuning (the third seed paper)
 }
 
 

@@ -25,7 +25,7 @@ Episode (`sample(key, batch, n)`, n the sequence length, at least `min_length`):
         copying the demonstrations' label of the query's class gives: the answer, or the flipped one under
         `flip_answers`), last_demo [B] (the last demonstration's first answer token, PAD if none), classes [B, T]
         (class id of each turn's object, -1 where no turn), component [B] (index into BUILDERS), family [B] (index
-        into BENCHMARK_FAMILIES, for concepts="benchmark").
+        into BENCHMARK_FAMILIES of a benchmark episode, -1 for tuning and all).
 
 Components (`mix`, weights; `replay` adds stage B2's single-image QA over every concept as a fraction of all
 episodes):
@@ -122,9 +122,6 @@ def encode(w: World, values_3: jax.Array, nuisance: jax.Array) -> jax.Array:
     return jnp.tanh(jnp.concatenate([z, nuisance], -1) @ w.w1 + w.b1) @ w.w2
 
 
-DRAWS = 320  # uniforms per episode, more than any component takes
-
-
 class Draws:
     """An episode's random numbers, taken in order from one uniform vector (one PRNG call per episode instead of one
     per draw: the sampler then compiles in a fraction of the time; PRNG calls dominate XLA's CPU compile)."""
@@ -135,7 +132,7 @@ class Draws:
     def uniform(self, *shape: int) -> jax.Array:
         size = int(np.prod(shape))
         if self.used + size > self.u.shape[-1]:
-            raise AssertionError(f"an episode needs more than DRAWS={self.u.shape[-1]} uniforms")
+            raise AssertionError(f"an episode needs more than the {self.u.shape[-1]} uniforms of `draws`")
         out = self.u[self.used : self.used + size].reshape(shape)
         self.used += size
         return out
@@ -183,8 +180,8 @@ class MultimodalConversations(TaskFamily):
     p_rel: float = 0.0  # interleaved: fraction of sequences whose objects share one group
     text: bool = False  # the text twin: objects as value tokens instead of images
     reverse_options: bool = False  # ordered episodes: letters in reverse class order (B for the first class)
-    shuffle_images: bool = False  # demonstration objects rolled by one among the demonstrations, answers kept
-    flip_answers: bool = False  # demonstration labels shifted by one class (A <-> B), the query's truth kept
+    shuffle_images: bool = False  # every demonstration shows a random object of the concepts instead, answers kept
+    flip_answers: bool = False  # demonstration labels shifted by one class (2-way: A <-> B), the query's truth kept
     world: int = 0
     offset_scale: float = 0.3
     nuisance: float = 0.5
@@ -226,6 +223,11 @@ class MultimodalConversations(TaskFamily):
         return max(demos + 1, 5 if self._weight("interleaved") > 0 else 1)
 
     @property
+    def draws(self) -> int:
+        """Uniforms per episode: more than any component takes (an object takes 30, the rest of an episode < 64)."""
+        return 64 + 32 * self.turns
+
+    @property
     def min_length(self) -> int:
         """The sequence length n every episode fits in (a conservative bound)."""
         captions = any(self._weight(c) > 0 for c in ("caption", "interleaved", "icl_caption"))
@@ -251,9 +253,14 @@ class MultimodalConversations(TaskFamily):
             raise ConfigError(f"multimodal: sequences of this family need n >= {self.min_length}, got {n}")
         w = world(self.world, self.offset_scale)
         t = self.turns
-        sizes = [DRAWS + 1, 2 * t * (NUISANCE + IMAGE_DIM), 0 if self.coherent else t * DRAWS]
+        d = self.draws
+        sizes = [d + 1, 2 * t * (NUISANCE + IMAGE_DIM), d, 0 if self.coherent else t * d]
         u = jax.random.uniform(key, (batch, sum(sizes)), minval=1e-7)  # one PRNG call for the batch
-        family = jnp.arange(batch) % len(BENCHMARK_FAMILIES)  # concepts="benchmark": episode b is of family b mod 5
+        if self.concepts == "benchmark":  # episode b is of family b mod 5
+            family = jnp.arange(batch) % len(BENCHMARK_FAMILIES)
+        else:
+            index = list(BENCHMARK_FAMILIES).index(self.concepts) if self.concepts in BENCHMARK_FAMILIES else -1
+            family = jnp.full((batch,), index)
         return _stack(jax.vmap(lambda u, f: self._episode(u, f, n, w, sizes))(u, family))
 
     def _mix_probabilities(self) -> jax.Array:
@@ -265,13 +272,13 @@ class MultimodalConversations(TaskFamily):
         return (1 - self.replay) * weights + self.replay * single
 
     def _episode(self, u: jax.Array, family: jax.Array, n: int, w: World, sizes: list[int]) -> dict[str, jax.Array]:
-        u, u_images, u_demos = jnp.split(u, np.cumsum(sizes)[:-1])
+        u, u_images, u_shuffle, u_demos = jnp.split(u, np.cumsum(sizes)[:-1])
         component = jnp.searchsorted(jnp.cumsum(self._mix_probabilities()), u[-1], side="right")
         component = jnp.minimum(component, len(BUILDERS) - 1)
         builders = [lambda u, c=c: getattr(self, f"_{c}")(Draws(u, family)) for c in BUILDERS]
-        turns = jax.lax.switch(component, builders, u[:DRAWS])
+        turns = jax.lax.switch(component, builders, u[:-1])
         if not self.coherent:  # each demo from an independent episode of the same component
-            others = jax.vmap(lambda u: jax.lax.switch(component, builders, u))(u_demos.reshape(self.turns, DRAWS))
+            others = jax.vmap(lambda u: jax.lax.switch(component, builders, u))(u_demos.reshape(self.turns, -1))
             i = jnp.arange(self.turns)
             query = i == self.turns - 1  # the query keeps its own turn; demo slot i comes from episode i
 
@@ -284,9 +291,11 @@ class MultimodalConversations(TaskFamily):
                 answer=mixed(turns.answer, others.answer),
                 answer_len=mixed(turns.answer_len, others.answer_len),
             )
-        values = turns.values
-        # demo objects rolled by one among the demos, answers kept
-        values = jnp.where(self.shuffle_images, values[_roll_demos(turns.present)], values)
+        # shuffle_images: every demonstration shows a random object of the family's concepts instead (answers kept)
+        draws = Draws(u_shuffle, family)
+        unrelated = jnp.stack([self._single(draws) for _ in range(self.turns)])
+        demo = (jnp.arange(self.turns) < self.turns - 1)[:, None]
+        values = jnp.where(self.shuffle_images & demo, unrelated, turns.values)
         u1, u2 = u_images.reshape(2, self.turns, NUISANCE + IMAGE_DIM)
         normal = jnp.sqrt(-2 * jnp.log(u1)) * jnp.cos(2 * jnp.pi * u2)  # Box-Muller
         nuisance, noise = self.nuisance * normal[:, :NUISANCE], self.noise * normal[:, NUISANCE:]
@@ -300,7 +309,7 @@ class MultimodalConversations(TaskFamily):
         """`ways` distinct classes [ways, 3] sharing every value but the discriminating attributes', and the mask of
         those attributes [3]."""
         one, attr = draws.uniform() < self.fine, draws.integers(0, ATTRIBUTES)
-        base_draw, perm_draw = draws.uniform(ATTRIBUTES), draws.uniform(ATTRIBUTES, len(TUNING_VALUES))
+        base_draw, perm_draw = draws.uniform(ATTRIBUTES), draws.uniform(ATTRIBUTES, VALUES)
         if self.concepts in BENCHMARK_FAMILIES or self.concepts == "benchmark":
             table = np.asarray(list(BENCHMARK_FAMILIES.values()), bool)
             index = draws.family if self.concepts == "benchmark" else list(BENCHMARK_FAMILIES).index(self.concepts)
@@ -311,7 +320,7 @@ class MultimodalConversations(TaskFamily):
             pool = TUNING_VALUES if self.concepts == "tuning" else np.arange(VALUES)
             base_pool = pool
         base = jnp.asarray(base_pool)[jnp.floor(base_draw * len(base_pool)).astype(jnp.int32)]
-        distinct = jnp.asarray(pool)[jnp.argsort(perm_draw, -1)[:, :ways]].T  # [ways, 3]
+        distinct = jnp.asarray(pool)[jnp.argsort(perm_draw[:, : len(pool)], -1)[:, :ways]].T  # [ways, 3]
         return jnp.where(differ[None], distinct, base[None]), differ
 
     def _demo_classes(self, draws: Draws) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -451,16 +460,6 @@ def _compiled_sample(family: MultimodalConversations, key: jax.Array, batch: int
     return family._sample(key, batch, n)
 
 
-def _roll_demos(present: jax.Array) -> jax.Array:
-    """Indices [T] that move each demo's object to the next demo slot (cyclically); the query keeps its own."""
-    t = present.shape[0]
-    start = jnp.argmax(present)  # the first present slot
-    count = t - 1 - start  # demos
-    i = jnp.arange(t)
-    rolled = start + (i - start + 1) % jnp.maximum(count, 1)
-    return jnp.where((i >= start) & (i < t - 1), rolled, i)
-
-
 def _render(
     turns: Turns, values: jax.Array, images: jax.Array, n: int, *, text: bool, demo_loss: bool
 ) -> dict[str, jax.Array]:
@@ -489,7 +488,7 @@ def _render(
     ) & turns.present[:, None]
     is_answer = (slot >= 6)[None] & valid
     trained = is_answer & (demo_loss | (jnp.arange(t) == t - 1))[:, None]
-    is_image = (slot == 1)[None] & valid & ~text
+    is_image = (slot == 1)[None] & valid & (not text)
     header_valid = jnp.arange(HEADER_SLOTS) < turns.header_len
     tokens = jnp.concatenate([turns.header, slots.reshape(-1)])
     ok = jnp.concatenate([header_valid, valid.reshape(-1)])
