@@ -344,7 +344,8 @@ def evaluate_model(lm: Learner, params: Any, sets: Sequence[BenchmarkSet], **lab
             [np.asarray(greedy_answers(lm, params, s.x[i : i + CHUNK], s.params["query"][i : i + CHUNK]))
              for i in range(0, len(s.x), CHUNK)]
         )  # fmt: skip
-        for f, family in enumerate(FAMILIES):
+        groups = list(enumerate(FAMILIES)) if (s.params["family"] >= 0).all() else [(-1, "tuning")]
+        for f, family in groups:  # the held-out families, or one group of tuning concepts
             rows = s.params["family"] == f
             records.append({
                 **labels, "benchmark": s.benchmark, "order": s.order, "variant": s.variant, "family": family,

@@ -353,7 +353,8 @@ def test_smoke_scale_end_to_end(tmp_path):
     for stem in ("gain", "mix", "replay", "premise"):
         assert (tmp_path / f"multimodal_{stem}_smoke.png").exists()
     saved = json.loads((tmp_path / "multimodal_smoke.json").read_text())
-    assert {r["family"] for r in saved["records"]} == set(mmx.FAMILIES)
+    assert {r["family"] for r in saved["records"]} == {*mmx.FAMILIES, "tuning"}  # fs_tuning: one tuning group
+    assert all(np.isfinite(r["accuracy"]) and r["episodes"] > 0 for r in saved["records"])
     assert 0 <= saved["eval_share"] < 1 and all(s["steps_per_s"] > 0 for s in saved["stages"])
     again = mmx.main(["--scale", "smoke", "--out", str(tmp_path / "runs"), "--figures", str(tmp_path), "--no-progress"])
     assert again["records"] == doc["records"]  # the finished stages are reused, not retrained
