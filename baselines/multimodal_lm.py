@@ -18,7 +18,6 @@ freeze the others (LLaVA's projector-only alignment: `icl_meta.sequence_loss.Mas
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import jax
@@ -28,7 +27,7 @@ from flax import nnx
 from icl_meta.contracts import LearnerParams, TaskSpec
 from icl_meta.errors import ConfigError, require, require_int
 from icl_meta.learners import register
-from icl_meta.transformer import GPT2_STD, ModelConfig, Network, gpt2_linear
+from icl_meta.transformer import GPT2_STD, ModelConfig, Network, bind, gpt2_linear
 
 GROUPS = ("embed", "projector", "network")
 
@@ -52,11 +51,6 @@ class MultimodalModel(nnx.Module):
         h_BLW = tokens_BLV @ self.embed.embedding[...] + jnp.where(has_image_BL1, projected, 0.0)
         length = h_BLW.shape[-2]
         return self.network(h_BLW, jnp.tril(jnp.ones((length, length), bool)))
-
-
-@functools.cache
-def _skeleton(config: ModelConfig, spec: TaskSpec) -> tuple[nnx.GraphDef, nnx.State]:
-    return nnx.split(nnx.eval_shape(lambda: MultimodalModel(config, spec, rngs=nnx.Rngs(0))))
 
 
 @register("multimodal_lm")
@@ -95,8 +89,5 @@ class MultimodalLM:
 
     def predict(self, params: LearnerParams, x: jax.Array, y: jax.Array, positions: Any = None) -> jax.Array:
         """Next-token log-probabilities [B, L|P, V]; `y` is not read (position i sees tokens 0..i only)."""
-        graphdef, abstract = _skeleton(self.config, params.spec)
-        state = jax.tree_util.tree_map(lambda leaf: leaf, abstract)
-        nnx.replace_by_pure_dict(state, params.weights)
-        out = jax.nn.log_softmax(nnx.merge(graphdef, state)(x), -1)
+        out = jax.nn.log_softmax(bind(MultimodalModel, self.config, params)(x), -1)
         return out if positions is None else jnp.take(out, jnp.asarray(positions), axis=1)

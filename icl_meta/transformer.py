@@ -374,8 +374,16 @@ def _prefix_pass(net: Network, ctx_BLW: jax.Array, qry_BLW: jax.Array, positions
 
 
 @functools.cache
-def _skeleton(config: ModelConfig, spec: TaskSpec) -> tuple[nnx.GraphDef, nnx.State]:
-    return nnx.split(nnx.eval_shape(lambda: Network(config, spec, rngs=nnx.Rngs(0))))
+def _skeleton(module: type, config: ModelConfig, spec: TaskSpec) -> tuple[nnx.GraphDef, nnx.State]:
+    return nnx.split(nnx.eval_shape(lambda: module(config, spec, rngs=nnx.Rngs(0))))
+
+
+def bind(module: type, config: ModelConfig, params: LearnerParams) -> Any:
+    """The module `module(config, spec)` holding the weights of `params` (its structure is built once, abstractly)."""
+    graphdef, abstract = _skeleton(module, config, params.spec)
+    state = jax.tree_util.tree_map(lambda leaf: leaf, abstract)  # a fresh copy to fill in
+    nnx.replace_by_pure_dict(state, params.weights)
+    return nnx.merge(graphdef, state)
 
 
 @register("icl")
@@ -399,10 +407,7 @@ class ICLTransformer:
         return LearnerParams(weights=nnx.to_pure_dict(state), spec=spec)
 
     def network(self, params: LearnerParams) -> Network:
-        graphdef, abstract = _skeleton(self.config, params.spec)
-        state = jax.tree_util.tree_map(lambda leaf: leaf, abstract)  # a fresh copy to fill in
-        nnx.replace_by_pure_dict(state, params.weights)
-        return nnx.merge(graphdef, state)
+        return bind(Network, self.config, params)
 
     def predict(
         self, params: LearnerParams, x: jax.Array, y: jax.Array, positions: jax.Array | None = None
