@@ -1,10 +1,9 @@
 """A small decoder-only multimodal language model (LLaVA's layout at toy scale, SEEDS_EXTENSIONS section 4.2): token
 embeddings plus an image projector (a 2-layer MLP, LLaVA-1.5's) added at the positions that carry an image, then the
 suite's own transformer stack (`icl_meta.transformer.Network`, GPT-2 blocks, causal softmax attention with rotary
-position embeddings) and a read-out to the vocabulary. Rotary positions, not GPT-2's learned absolute ones: a turn's
-answer must attend to its own object a fixed distance back, wherever the turn sits, which relative positions give
-for free; with learned positions this 2-layer model did not learn the few-shot matching task in 1,800 steps at any
-learning rate tried (docs/differences.md).
+position embeddings) and a read-out to the vocabulary. Rotary rather than GPT-2's learned absolute positions (an
+option, `positions=`): a turn's answer must attend to its own object a fixed distance back, wherever the turn sits,
+which relative positions express directly (docs/differences.md).
 
 Inputs follow the multimodal task family (`tasks/multimodal.py`): x [B, L, V + I] is a one-hot token (V = the spec's
 num_classes) and an image vector (I = d - V), zero at every position without an image. The output at position i
