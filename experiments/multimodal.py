@@ -30,8 +30,8 @@ tables; the four comparisons of SEEDS_EXTENSIONS 4.4 stated as held or not with 
 twin and the relevance sweep; steps/s per stage and the evaluation share) and PNGs: ICL gain per benchmark family,
 the data-mix table, zero-shot retention against replay, the premise panel (text twin, relevance sweep).
 
-Expected runtime on 2 CPU cores: smoke ~1 min; cpu ~27 min (the text LM once, 11 stages x 3 seeds); cpu with --ablations adds the
-full grid at one seed (~8 min); paper: wider models and longer stages, a GPU job.
+Expected runtime on 2 CPU cores: smoke ~1 min; cpu ~27 min (the text LM once, 11 stages x 3 seeds); cpu with
+--ablations adds the full grid at one seed (~8 min); paper: wider models and longer stages, a GPU job.
 """
 
 from __future__ import annotations
