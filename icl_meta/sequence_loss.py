@@ -87,13 +87,17 @@ class MaskedNextToken:
             "query_accuracy": jnp.mean(jnp.argmax(query_BV, -1) == answer_B),
             "query_loss": -jnp.mean(jnp.take_along_axis(query_BV, answer_B[:, None], -1)),
             "answer_token_accuracy": jnp.sum(correct_BL * mask_BL) / jnp.maximum(jnp.sum(mask_BL), 1.0),
-            "loss": masked_loss(learner, params, episode),
+            "loss": masked_nll(logp_BLV, episode),
         }
 
 
 def masked_loss(learner: Learner, params: Any, episode: Episode) -> jax.Array:
     """Mean next-token cross-entropy over the positions of the episode's loss mask."""
-    logp_BLV = learner.predict(params, episode.x, episode.y)
+    return masked_nll(learner.predict(params, episode.x, episode.y), episode)
+
+
+def masked_nll(logp_BLV: jax.Array, episode: Episode) -> jax.Array:
+    """`masked_loss` from the learner's log-probabilities (one prediction serves several diagnostics)."""
     nll_BL = -jnp.take_along_axis(logp_BLV, episode.y[..., None], -1)[..., 0]
     mask_BL = episode.params["loss_mask"]
     return jnp.sum(nll_BL * mask_BL) / jnp.maximum(jnp.sum(mask_BL), 1.0)
