@@ -143,6 +143,9 @@ class Scale:
     eval_tasks: int  # the runs' own held-out monitoring set
     evals: int  # evaluations (and checkpoints) per run
     n: int = 50
+    # ICL and MAML draw their positions one per stratum and compute the loss in this many truncated passes
+    # (TrainConfig.position_groups: the same loss, ~35% less work for 4 groups at 8 positions of 50)
+    position_groups: int = 1
 
 
 SINGLE_SCALES: dict[str, Scale] = {
@@ -164,6 +167,7 @@ SINGLE_SCALES: dict[str, Scale] = {
         test_tasks=2048,
         eval_tasks=512,
         evals=4,
+        position_groups=4,
     ),
     "paper": Scale(
         budgets={
@@ -188,6 +192,7 @@ MIXTURE_SCALES: dict[str, Scale] = {
         test_tasks=3072,
         eval_tasks=510,
         evals=4,
+        position_groups=4,
     ),
     "paper": Scale(
         budgets={MIXTURE: Budget(3e-3, 126, {"*": 1_000_000})},
@@ -231,6 +236,8 @@ def train_config(scale: Scale, budget: Budget, learner: str, start: int, seed: i
         lr=budget.lr,
         loss_start=start,
         positions_per_step=scale.positions_per_step if learner in SAMPLED else None,
+        position_sampling="stratified" if learner in SAMPLED and scale.positions_per_step else "uniform",
+        position_groups=scale.position_groups if learner in SAMPLED else 1,
         scan_steps=min(50, steps),
         eval_every=max(1, steps // scale.evals),
         eval_tasks=scale.eval_tasks,

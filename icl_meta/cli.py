@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         ("loss-stop", int, None, "end (exclusive) of the loss positions; default n"),
         ("positions-per-step", int, None, "random subset of loss positions per step; default all"),
+        ("position-groups", int, 1, "with stratified positions: loss passes over truncated sequences"),
         ("scan-steps", int, 50, "steps fused into one compiled call"),
         ("eval-every", int, 500, "steps between evaluations and checkpoints"),
         ("eval-tasks", int, 2048, "held-out tasks of the last (full) evaluation"),
@@ -100,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("warmup-steps", int, 0, "linear learning-rate warm-up from 0"),
     ):
         train.add_argument(f"--{name}", type=kind, default=default, help=f"{text} (default {default})")
+    train.add_argument(
+        "--position-sampling", choices=("uniform", "stratified"), default="uniform",
+        help="how --positions-per-step draws: any distinct positions, or one per equal stratum (default uniform)",
+    )  # fmt: skip
     train.add_argument(
         "--curriculum",
         action="append",
@@ -268,6 +273,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         loss_start=family.reference_loss_start if args.loss_start is None else args.loss_start,
         loss_stop=args.loss_stop,
         positions_per_step=args.positions_per_step,
+        position_sampling=args.position_sampling,
+        position_groups=args.position_groups,
         scan_steps=args.scan_steps,
         eval_every=args.eval_every,
         eval_tasks=args.eval_tasks,

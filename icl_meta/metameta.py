@@ -28,7 +28,7 @@ from icl_meta.contracts import DomainFamily, Episode, Learner, TaskFamily, is_do
 from icl_meta.errors import require, require_bool, require_int, require_number
 from icl_meta.inner_loop import adapt
 from icl_meta.parallel import shard_batch
-from icl_meta.train import TrainConfig, loss_fn, step_positions
+from icl_meta.train import TrainConfig, loss_fn, loss_groups, step_positions, stratum_weights
 
 DIAGNOSTIC_DOMAINS = 16  # domains per meta-training diagnostic (the same ones at every evaluation of a run)
 
@@ -93,9 +93,10 @@ class MetaObjective:
         support = shard_batch(family.sample_tasks(jax.random.fold_in(key, 1), domain, self.support, cfg.n), mesh)
         query = shard_batch(family.sample_tasks(jax.random.fold_in(key, 2), domain, self.query, cfg.n), mesh)
         positions = step_positions(cfg, jax.random.fold_in(key, 3))
+        weights_P, groups = stratum_weights(cfg), loss_groups(cfg)
 
         def task_loss(p: Any, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
-            return loss_fn(learner, family, p, batch[0], batch[1], positions)
+            return loss_fn(learner, family, p, batch[0], batch[1], positions, weights_P, groups)
 
         adapted, support_losses_S = adapt(
             task_loss,

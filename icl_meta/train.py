@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import time
 from typing import Any, ClassVar, Protocol
 
@@ -28,10 +29,11 @@ from icl_meta import evaluate
 from icl_meta.checkpoint import Checkpointer
 from icl_meta.contracts import DomainFamily, Episode, Learner, TaskFamily
 from icl_meta.curriculum import Curriculum
-from icl_meta.errors import TrainingError, require, require_int, require_number
+from icl_meta.errors import TrainingError, require, require_choice, require_int, require_number
 from icl_meta.parallel import replicate, shard_batch
 from icl_meta.runs import RunDir
 
+POSITION_SAMPLING = ("uniform", "stratified")
 TRAIN_STREAM, EVAL_STREAM, INIT_STREAM, TEST_STREAM = 0, 1, 2, 3  # TEST: the test sets of figure scripts
 # A run checkpoints at an evaluation when this much wall time has passed since its last checkpoint, and at its end
 # (so frequent evaluations do not mean frequent saves; an interrupted run loses at most this much work).
@@ -47,6 +49,13 @@ class TrainConfig:
     loss_start: int = 0  # the loss (and the reported mean metric) covers positions [loss_start, loss_stop)
     loss_stop: int | None = None  # None: n
     positions_per_step: int | None = None  # a random subset of that many positions per step (unbiased); None: all
+    # How the subset is drawn: "uniform" (any positions_per_step distinct ones) or "stratified" (one from each of
+    # positions_per_step equal strata of the loss range, weighted by stratum size: unbiased, with less variance).
+    position_sampling: str = "uniform"
+    # Stratified only: the loss is computed in this many passes over consecutive strata, each on the sequence cut
+    # after its strata's last position (exact, by the prequential contract): for learners whose cost grows with
+    # positions x context length (the prefix protocol, MAML) the shorter passes do ~(1 + 1/groups) / 2 of the work.
+    position_groups: int = 1
     scan_steps: int = 50  # steps fused into one dispatch
     eval_every: int = 500
     eval_tasks: int = 2048
@@ -72,6 +81,14 @@ class TrainConfig:
             require(
                 1 <= self.positions_per_step <= span,
                 f"positions_per_step must be in [1, {span}] (the loss range), got {self.positions_per_step}",
+            )
+        require_choice(self.position_sampling, "position_sampling", POSITION_SAMPLING)
+        require_int(self.position_groups, "position_groups", 1)
+        if self.position_groups > 1:
+            require(
+                self.position_sampling == "stratified" and self.position_groups <= (self.positions_per_step or 0),
+                f"position_groups={self.position_groups} needs position_sampling='stratified' and at most "
+                f"positions_per_step={self.positions_per_step} groups",
             )
         require_int(self.warmup_steps, "warmup_steps", 0)
         if isinstance(self.curriculum, dict):  # read back from config.json
@@ -144,10 +161,16 @@ def loss_fn(
     y: jax.Array,
     positions: jax.Array,
     weights_P: jax.Array | None = None,
+    groups: tuple[tuple[int, int, int], ...] | None = None,
 ):
     """Cross-entropy (classification; the learner returns log-probabilities) or MSE at the given positions,
-    averaged over tasks and positions (weighted by `weights_P`, e.g. a curriculum's context mask)."""
-    out = learner.predict(params, x, y, positions)
+    averaged over tasks and positions (weighted by `weights_P`, e.g. a curriculum's context mask), predicted in one
+    call or in the truncated passes `groups` (`position_groups`)."""
+    if groups is None:
+        out = learner.predict(params, x, y, positions)
+    else:
+        passes = [learner.predict(params, x[:, :length], y[:, :length], positions[a:b]) for a, b, length in groups]
+        out = jnp.concatenate(passes, axis=1)
     target = jnp.take(y, positions, axis=1)
     if family.spec.is_regression:
         loss_BP = jnp.square(out - target)
@@ -159,10 +182,40 @@ def loss_fn(
 
 
 def step_positions(cfg: TrainConfig, key: jax.Array) -> jax.Array:
+    """The step's loss positions, sorted: all of [loss_start, stop), or `positions_per_step` drawn as
+    `position_sampling` says."""
     span = jnp.arange(cfg.loss_start, cfg.stop)
     if cfg.positions_per_step is None:
         return span
+    if cfg.position_sampling == "stratified":
+        edges = strata(cfg)
+        offsets_P = jnp.floor(jax.random.uniform(key, (cfg.positions_per_step,)) * np.diff(edges)).astype(jnp.int32)
+        return jnp.asarray(edges[:-1]) + jnp.minimum(offsets_P, np.diff(edges) - 1)
     return jnp.sort(jax.random.choice(key, span, (cfg.positions_per_step,), replace=False))
+
+
+def strata(cfg: TrainConfig) -> np.ndarray:
+    """[positions_per_step + 1] edges of the equal strata of [loss_start, stop) (sizes differ by at most one)."""
+    return np.linspace(cfg.loss_start, cfg.stop, cfg.positions_per_step + 1).round().astype(int)
+
+
+def stratum_weights(cfg: TrainConfig) -> np.ndarray | None:
+    """The loss weight of each stratum's position, its size (None where all are equal): each position of the loss
+    range then counts alike in expectation, as with uniform draws."""
+    if cfg.positions_per_step is None or cfg.position_sampling != "stratified":
+        return None
+    sizes = np.diff(strata(cfg)).astype(np.float32)
+    return None if np.all(sizes == sizes[0]) else sizes
+
+
+def loss_groups(cfg: TrainConfig) -> tuple[tuple[int, int, int], ...] | None:
+    """`position_groups` as (first, end) indices into the step's positions and the sequence length that covers
+    them (their last stratum's end), or None for one pass over the whole sequence."""
+    if cfg.position_groups == 1:
+        return None
+    edges = strata(cfg)
+    bounds = np.linspace(0, cfg.positions_per_step, cfg.position_groups + 1).round().astype(int)
+    return tuple((int(a), int(b), int(edges[b])) for a, b in itertools.pairwise(bounds))
 
 
 class Objective(Protocol):
@@ -224,9 +277,11 @@ class Prequential:
             step_family = cfg.curriculum.family_at(family, step)
         episode = shard_batch(step_family.sample(jax.random.fold_in(key, 0), cfg.batch, cfg.n), mesh)
         positions = step_positions(cfg, jax.random.fold_in(key, 1))
+        weights = stratum_weights(cfg)
         if cfg.curriculum is not None:
-            weights = cfg.curriculum.context_mask(step, positions)
-        return loss_fn(learner, family, params, episode.x, episode.y, positions, weights)
+            mask = cfg.curriculum.context_mask(step, positions)
+            weights = mask if weights is None or mask is None else mask * weights
+        return loss_fn(learner, family, params, episode.x, episode.y, positions, weights, loss_groups(cfg))
 
     def config(self) -> None:
         return None  # the default: config.json stays as it was before objectives existed

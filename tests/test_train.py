@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
+import baselines  # noqa: F401  (registers the learners)
 import tasks
 from icl_meta.checkpoint import Checkpointer
-from icl_meta.errors import TrainingError
+from icl_meta.errors import ConfigError, TrainingError
+from icl_meta.learners import build
 from icl_meta.parallel import BATCH_AXIS, data_mesh, replicate, shard_batch
 from icl_meta.runs import RunDir
 from icl_meta.train import (
@@ -18,7 +20,12 @@ from icl_meta.train import (
     TrainConfig,
     eval_episode,
     init_state,
+    loss_fn,
+    loss_groups,
     params_finite,
+    step_positions,
+    strata,
+    stratum_weights,
     stream_key,
     train,
     train_steps,
@@ -163,3 +170,67 @@ def test_stop_at_ends_the_run_at_the_first_full_evaluation_that_reaches_it(tmp_p
     assert int(again.state.step) == 10 and len(again.history) == 2  # a stopped run stays stopped
     never = TrainConfig(**{**CFG.__dict__, "steps": 20, "stop_at": 1.01})
     assert int(train(LEARNER, FAMILY, never, progress=False).state.step) == 20
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Stratified loss positions and truncated loss passes
+
+
+@pytest.mark.parametrize(("start", "stop", "per_step"), [(2, 50, 8), (0, 50, 8), (1, 12, 3)])
+def test_stratified_positions_take_one_from_each_stratum_and_cover_all_alike(start, stop, per_step):
+    cfg = TrainConfig(n=stop, loss_start=start, positions_per_step=per_step, position_sampling="stratified")
+    edges = strata(cfg)
+    assert edges[0] == start and edges[-1] == stop and np.ptp(np.diff(edges)) <= 1
+    draws = np.asarray(jax.vmap(lambda k: step_positions(cfg, k))(jax.random.split(jax.random.key(0), 4000)))
+    assert np.all((draws >= edges[:-1]) & (draws < edges[1:]))  # position k lies in stratum k (so: sorted, distinct)
+    # Within a stratum every position is as likely: frequency 1 / stratum size (binomial 4-sigma band).
+    sizes = np.diff(edges)
+    for k in range(per_step):
+        counts = np.bincount(draws[:, k] - edges[k], minlength=sizes[k])
+        expected = len(draws) / sizes[k]
+        assert np.all(np.abs(counts - expected) < 4 * np.sqrt(expected)), (k, counts)
+    # With the stratum-size weights the expected weighted mean of a per-position loss is the plain mean over the range.
+    loss_N = np.random.default_rng(0).random(stop)
+    weights = stratum_weights(cfg)
+    weights = np.ones(per_step) if weights is None else weights
+    expected_mean = sum(w * loss_N[a:b].mean() for w, a, b in zip(weights, edges[:-1], edges[1:])) / weights.sum()
+    np.testing.assert_allclose(expected_mean, loss_N[start:stop].mean(), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "learner",
+    [
+        ICLTransformer(preset("paper", depth=2, protocol="prefix")),
+        ICLTransformer(preset("paper", depth=2, protocol="causal")),
+        "maml",
+    ],
+    ids=["prefix", "causal", "maml"],
+)
+def test_truncated_loss_passes_equal_one_pass(learner):
+    """position_groups cuts the sequence after each group's last stratum: by the prequential contract the loss and
+    its gradient are those of one pass over the whole sequence."""
+    learner = build(learner) if isinstance(learner, str) else learner
+    one, grouped = (
+        TrainConfig(n=20, loss_start=2, positions_per_step=6, position_sampling="stratified", position_groups=g)
+        for g in (1, 3)
+    )
+    groups = loss_groups(grouped)
+    assert groups == ((0, 2, 8), (2, 4, 14), (4, 6, 20)) and loss_groups(one) is None
+    ep = FAMILY.sample(jax.random.key(1), 8, 20)
+    params = learner.init(jax.random.key(2), FAMILY.spec)
+    positions = step_positions(one, jax.random.key(3))
+
+    def loss(p, g):
+        return loss_fn(learner, FAMILY, p, ep.x, ep.y, positions, None, g)
+
+    (l1, g1), (l3, g3) = (jax.value_and_grad(loss)(params, g) for g in (None, groups))
+    np.testing.assert_allclose(l3, l1, rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g3), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_position_groups_need_stratified_positions():
+    with pytest.raises(ConfigError, match="position_groups=2 needs position_sampling='stratified'"):
+        TrainConfig(positions_per_step=8, position_groups=2)
+    with pytest.raises(ConfigError, match="position_sampling must be one of uniform, stratified"):
+        TrainConfig(positions_per_step=8, position_sampling="sobol")
