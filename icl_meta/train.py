@@ -160,7 +160,7 @@ def loss_fn(
     x: jax.Array,
     y: jax.Array,
     positions: jax.Array,
-    weights_P: jax.Array | None = None,
+    weights_P: jax.Array | np.ndarray | None = None,
     groups: tuple[tuple[int, int, int], ...] | None = None,
 ):
     """Cross-entropy (classification; the learner returns log-probabilities) or MSE at the given positions,
@@ -196,7 +196,8 @@ def step_positions(cfg: TrainConfig, key: jax.Array) -> jax.Array:
 
 def strata(cfg: TrainConfig) -> np.ndarray:
     """[positions_per_step + 1] edges of the equal strata of [loss_start, stop) (sizes differ by at most one)."""
-    return np.linspace(cfg.loss_start, cfg.stop, cfg.positions_per_step + 1).round().astype(int)
+    require(cfg.positions_per_step is not None, "strata need positions_per_step")
+    return np.linspace(cfg.loss_start, cfg.stop, (cfg.positions_per_step or 0) + 1).round().astype(int)
 
 
 def stratum_weights(cfg: TrainConfig) -> np.ndarray | None:
@@ -214,7 +215,7 @@ def loss_groups(cfg: TrainConfig) -> tuple[tuple[int, int, int], ...] | None:
     if cfg.position_groups == 1:
         return None
     edges = strata(cfg)
-    bounds = np.linspace(0, cfg.positions_per_step, cfg.position_groups + 1).round().astype(int)
+    bounds = np.linspace(0, len(edges) - 1, cfg.position_groups + 1).round().astype(int)
     return tuple((int(a), int(b), int(edges[b])) for a, b in itertools.pairwise(bounds))
 
 
@@ -272,15 +273,15 @@ class Prequential:
         cfg: TrainConfig,
         mesh: Mesh | None,
     ) -> jax.Array:
-        step_family, weights = family, None
+        step_family = family
         if cfg.curriculum is not None:
             step_family = cfg.curriculum.family_at(family, step)
         episode = shard_batch(step_family.sample(jax.random.fold_in(key, 0), cfg.batch, cfg.n), mesh)
         positions = step_positions(cfg, jax.random.fold_in(key, 1))
-        weights = stratum_weights(cfg)
-        if cfg.curriculum is not None:
-            mask = cfg.curriculum.context_mask(step, positions)
-            weights = mask if weights is None or mask is None else mask * weights
+        weights: jax.Array | np.ndarray | None = stratum_weights(cfg)
+        mask = None if cfg.curriculum is None else cfg.curriculum.context_mask(step, positions)
+        if mask is not None:
+            weights = mask if weights is None else mask * weights
         return loss_fn(learner, family, params, episode.x, episode.y, positions, weights, loss_groups(cfg))
 
     def config(self) -> None:
