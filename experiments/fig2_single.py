@@ -10,11 +10,12 @@ Runs live in `--out` (default runs/fig2/SCALE) and are resumed or reused when th
 (tidy curves, mean table) and the PNGs go to `--figures` (default figures/): fig2_single_SCALE.{json,png} and
 fig2_cross_SCALE.png.
 
-Expected runtime on a 2-core CPU: smoke ~1.5 min; cpu ~8 min (ICL and MAML train on 8 random positions per step);
+Expected runtime on a 2-core CPU: smoke ~1.5 min; cpu ~8 min (ICL and MAML train on 8 positions per step, one per
+stratum, in 4 truncated passes);
 paper: the reference's 100k-1M steps per run, a GPU job.
 Expected result (cpu): on each family ICL is within 0.01 of the best meta-learner or better, and the meta-learner with
 the family's inductive bias is the best of the three: ProtoNet on prototype, MatchNet on pairwise, CNP on
-amortization. Measured (seed 0): ICL .942 / .919 / .958 against ProtoNet .931, MatchNet .919, CNP .947 (the
+amortization. Measured (seed 0): ICL .943 / .920 / .957 against ProtoNet .931, MatchNet .920, CNP .947 (the
 closed-form rules: ncm .937, matching .921, averaging .918).
 """
 

@@ -257,10 +257,27 @@ def scaling_in_child(args: argparse.Namespace) -> list[dict[str, Any]]:
 # (issue 13): its training speed and its wall time to 0.925 mean accuracy over positions 2..49 on prototype tasks.
 REFERENCE = {"task_positions_per_s": 7047, "time_to_quality_s": 200.0}
 QUALITY = 0.925
-# Time-to-quality recipes (icl-meta train options): the fast one the README recommends, and the paper-faithful one.
+# Time-to-quality recipes (icl-meta train options): the fast one the README recommends, and the paper-faithful ones.
 RECIPES = {
     "fast": ["--protocol", "causal", "--batch", "64", "--lr", "1e-2", "--eval-every", "25", "--scan-steps", "25"],
     "paper": ["--positions-per-step", "8", "--batch", "64", "--lr", "3e-3", "--eval-every", "50", "--scan-steps", "50"],
+    # the paper's computation too, on one position per stratum in 4 truncated passes (Figure 2's cpu scale)
+    "strata": [
+        "--positions-per-step",
+        "8",
+        "--position-sampling",
+        "stratified",
+        "--position-groups",
+        "4",
+        "--batch",
+        "64",
+        "--lr",
+        "3e-3",
+        "--eval-every",
+        "50",
+        "--scan-steps",
+        "50",
+    ],
 }
 
 

@@ -11,7 +11,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 
 from icl_meta.contracts import Episode, Learner, TaskSpec
 
@@ -73,6 +72,8 @@ def seed_interval(values: Any, level: float = 0.95) -> dict[str, float]:
     """Mean of a few runs' values (e.g. one per seed) with Student's t interval: {"mean", "lo", "hi", "n"}. With a
     handful of seeds a bootstrap interval collapses onto the extremes, and a sign-flip test cannot reach p < 0.05
     below 6 values; the t interval is the usual choice there (NaN for fewer than 2 values)."""
+    import scipy.stats  # here: it takes ~1 s to import, and a training run never needs it
+
     values_R = np.asarray(values, np.float64).ravel()
     mean = float(values_R.mean()) if values_R.size else math.nan
     if values_R.size < 2:
