@@ -40,8 +40,9 @@ def test_J_is_the_sum_of_one_prefix_at_a_time(anchored, protocol):
     C, n = 3, ep.x.shape[1]
     got = np.asarray(jax.jit(joint.joint_log_likelihood, static_argnums=(0, 4))(learner, params, ep.x, ep.y, C))
     literal = np.zeros(ep.x.shape[0])
+    predict = jax.jit(learner.predict)  # one program per prefix length, not one per operation
     for i in range(n):  # prefix i alone: its last position's label-restricted log-probability of y_i
-        out = np.asarray(learner.predict(params, ep.x[:, : i + 1], ep.y[:, : i + 1]), np.float64)[:, -1, :C]
+        out = np.asarray(predict(params, ep.x[:, : i + 1], ep.y[:, : i + 1]), np.float64)[:, -1, :C]
         log_p = out - np.log(np.exp(out).sum(-1, keepdims=True))
         literal += log_p[np.arange(len(literal)), np.asarray(ep.y[:, i])]
     np.testing.assert_allclose(got, literal, rtol=2e-5, atol=2e-5)
