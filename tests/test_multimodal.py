@@ -356,5 +356,14 @@ def test_smoke_scale_end_to_end(tmp_path):
     assert {r["family"] for r in saved["records"]} == {*mmx.FAMILIES, "tuning"}  # fs_tuning: one tuning group
     assert all(np.isfinite(r["accuracy"]) and r["episodes"] > 0 for r in saved["records"])
     assert 0 <= saved["eval_share"] < 1 and all(s["steps_per_s"] > 0 for s in saved["stages"])
-    again = mmx.main(["--scale", "smoke", "--out", str(tmp_path / "runs"), "--figures", str(tmp_path), "--no-progress"])
-    assert again["records"] == doc["records"]  # the finished stages are reused, not retrained
+    # Again, for one stage and one benchmark: the finished stages are reused, not retrained (no run file changes)
+    metrics = {path: path.read_bytes() for path in (tmp_path / "runs").rglob("metrics.jsonl")}
+    again = mmx.main(
+        ["--scale", "smoke", "--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "again"), "--no-progress",
+         "--stages", "icl", "--benchmarks", "fs"]
+    )  # fmt: skip
+    assert {path: path.read_bytes() for path in (tmp_path / "runs").rglob("metrics.jsonl")} == metrics
+    sets = {r["benchmark"] for r in again["records"]}  # fs and its text twin
+    assert "fs" in sets and again["records"] == [
+        r for r in doc["records"] if r["model"] == "icl" and r["benchmark"] in sets
+    ]
