@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         ("loss-stop", int, None, "end (exclusive) of the loss positions; default n"),
         ("positions-per-step", int, None, "random subset of loss positions per step; default all"),
-        ("position-groups", int, 1, "with stratified positions: loss passes over truncated sequences"),
+        ("position-groups", int, 1, "stratified: loss passes over truncated sequences (faster for prefix and MAML)"),
         ("scan-steps", int, 50, "steps fused into one compiled call"),
         ("eval-every", int, 500, "steps between evaluations and checkpoints"),
         ("eval-tasks", int, 2048, "held-out tasks of the last (full) evaluation"),

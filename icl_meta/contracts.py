@@ -82,7 +82,9 @@ class Learner(Protocol):
     learners); outputs C..O-1, if any, are never correct (the ICL model's padded label slots: O = 2C).
     The prediction is the argmax over all O outputs. Regression outputs are predictions [B, N].
     With `positions` (int [P]), only those positions are returned, [B, P, ...]; a learner may use it to skip work.
-    `name` is set by the learner registry (`icl_meta.learners.register`).
+    `name` is set by the learner registry (`icl_meta.learners.register`). A learner whose prediction at position i
+    also depends on the sequence length N (so cutting the sequence after i changes it) sets `truncation_invariant`
+    False; the trainer's truncated loss passes (`TrainConfig.position_groups`) then refuse it.
     """
 
     name: ClassVar[str]

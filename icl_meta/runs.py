@@ -212,6 +212,8 @@ NEUTRAL_SETTINGS = {
     "train.probe_tasks": None,
     "train.probe_positions": None,
     "train.stop_at": None,
+    "train.position_sampling": "uniform",
+    "train.position_groups": 1,
 }
 
 

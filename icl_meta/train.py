@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from icl_meta import evaluate
 from icl_meta.checkpoint import Checkpointer
 from icl_meta.contracts import DomainFamily, Episode, Learner, TaskFamily
-from icl_meta.curriculum import Curriculum
+from icl_meta.curriculum import CONTEXT, Curriculum
 from icl_meta.errors import TrainingError, require, require_choice, require_int, require_number
 from icl_meta.parallel import replicate, shard_batch
 from icl_meta.runs import RunDir
@@ -83,6 +83,10 @@ class TrainConfig:
                 f"positions_per_step must be in [1, {span}] (the loss range), got {self.positions_per_step}",
             )
         require_choice(self.position_sampling, "position_sampling", POSITION_SAMPLING)
+        require(
+            self.position_sampling == "uniform" or self.positions_per_step is not None,
+            "position_sampling='stratified' draws positions_per_step positions: set positions_per_step",
+        )
         require_int(self.position_groups, "position_groups", 1)
         if self.position_groups > 1:
             require(
@@ -169,6 +173,12 @@ def loss_fn(
     if groups is None:
         out = learner.predict(params, x, y, positions)
     else:
+        require(
+            getattr(learner, "truncation_invariant", True),
+            f"position_groups > 1 needs a learner whose predictions do not depend on the sequence length; "
+            f"{getattr(learner, 'name', learner)!r} here does not (e.g. the causal protocol with learned or rotary "
+            "positions places query i at token N + i)",
+        )
         passes = [learner.predict(params, x[:, :length], y[:, :length], positions[a:b]) for a, b, length in groups]
         out = jnp.concatenate(passes, axis=1)
     target = jnp.take(y, positions, axis=1)
@@ -261,6 +271,11 @@ class Prequential:
     def check(self, family: TaskFamily, cfg: TrainConfig) -> None:
         if cfg.curriculum is not None:
             cfg.curriculum.check(family, cfg.n)
+            require(
+                cfg.position_sampling == "uniform" or cfg.curriculum.get(CONTEXT) is None,
+                "stratified positions with a context-length curriculum would weight the positions below n(step) "
+                "unequally; use position_sampling='uniform'",
+            )
 
     def loss(
         self,

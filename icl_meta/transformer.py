@@ -406,6 +406,11 @@ class ICLTransformer:
         _, state = nnx.split(Network(self.config, spec, rngs=nnx.Rngs(params=key)))
         return LearnerParams(weights=nnx.to_pure_dict(state), spec=spec)
 
+    @property
+    def truncation_invariant(self) -> bool:
+        """False for the causal protocol with learned or rotary positions: its query i sits at token N + i."""
+        return not (self.config.protocol == "causal" and (self.config.positions or self.config.rotary))
+
     def network(self, params: LearnerParams) -> Network:
         return bind(Network, self.config, params)
 

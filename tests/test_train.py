@@ -1,5 +1,6 @@
 """Meta-training: determinism, resume, logging, divergence handling (tiny configs; shapes shared across tests)."""
 
+import dataclasses
 import json
 
 import jax
@@ -10,12 +11,14 @@ from jax.sharding import PartitionSpec
 import baselines  # noqa: F401  (registers the learners)
 import tasks
 from icl_meta.checkpoint import Checkpointer
+from icl_meta.curriculum import Curriculum, Stepwise
 from icl_meta.errors import ConfigError, TrainingError
 from icl_meta.learners import build
 from icl_meta.parallel import BATCH_AXIS, data_mesh, replicate, shard_batch
 from icl_meta.runs import RunDir
 from icl_meta.train import (
     EVAL_STREAM,
+    PREQUENTIAL,
     TRAIN_STREAM,
     TrainConfig,
     eval_episode,
@@ -234,3 +237,74 @@ def test_position_groups_need_stratified_positions():
         TrainConfig(positions_per_step=8, position_groups=2)
     with pytest.raises(ConfigError, match="position_sampling must be one of uniform, stratified"):
         TrainConfig(positions_per_step=8, position_sampling="sobol")
+
+
+def test_training_with_truncated_passes_equals_one_pass(tmp_path):
+    """The default objective passes the stratum weights and the groups: three steps with 3 truncated passes give the
+    parameters of three steps with one pass (float32 reordering only)."""
+    learner = ICLTransformer(preset("paper", depth=2, protocol="prefix"))
+    runs = [
+        train(learner, FAMILY, TrainConfig(**{**CFG.__dict__, "steps": 3, "scan_steps": 3, "eval_every": 3,
+              "positions_per_step": 5, "position_sampling": "stratified", "position_groups": g}), progress=False)
+        for g in (1, 3)
+    ]  # fmt: skip
+    for a, b in zip(leaves(runs[0].state), leaves(runs[1].state), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+    assert any(not np.array_equal(a, b) for a, b in zip(leaves(runs[0].state), leaves(init_state(
+        learner, FAMILY, CFG)), strict=True))  # fmt: skip
+
+
+def test_truncated_passes_refuse_learners_whose_outputs_depend_on_the_length():
+    """The causal protocol with learned (or rotary) positions puts query i at token N + i: cutting the sequence
+    moves it, so grouped passes would not be the same loss."""
+    cfg = TrainConfig(n=12, loss_start=2, positions_per_step=4, position_sampling="stratified", position_groups=2)
+    ep = FAMILY.sample(jax.random.key(1), 4, 12)
+    for learner in (
+        ICLTransformer(preset("softmax", depth=1, positions=24)),
+        ICLTransformer(preset("softmax", depth=1, width=8, rotary=True)),
+    ):
+        assert not learner.truncation_invariant
+        params = learner.init(jax.random.key(0), FAMILY.spec)
+        with pytest.raises(ConfigError, match="do not depend on the sequence length"):
+            loss_fn(learner, FAMILY, params, ep.x, ep.y, step_positions(cfg, jax.random.key(2)), None, loss_groups(cfg))
+    assert ICLTransformer(preset("paper")).truncation_invariant
+
+
+def test_stratified_positions_refused_without_a_count_or_with_a_context_curriculum():
+    with pytest.raises(ConfigError, match="set positions_per_step"):
+        TrainConfig(position_sampling="stratified")
+    cfg = TrainConfig(
+        n=12, positions_per_step=4, position_sampling="stratified", curriculum=Curriculum.of(n=Stepwise(4, 12, 2, 10))
+    )
+    with pytest.raises(ConfigError, match="context-length curriculum"):
+        PREQUENTIAL.check(FAMILY, cfg)
+
+
+def test_runs_written_before_position_sampling_existed_still_resume(tmp_path):
+    run, cfg = RunDir(tmp_path / "old"), TrainConfig(steps=3)
+    config = {"train": dataclasses.asdict(cfg)}
+    old = json.loads(json.dumps(config))
+    del old["train"]["position_sampling"], old["train"]["position_groups"]
+    run.start(old, resume=False)
+    run.start(config, resume=True)  # no ConfigError: the missing fields read as their neutral values
+    stratified = dataclasses.replace(cfg, positions_per_step=4, position_sampling="stratified")
+    with pytest.raises(ConfigError, match=r"train\.position_sampling"):
+        run.start({"train": dataclasses.asdict(stratified)}, resume=True)
+
+
+def test_default_objective_weights_unequal_strata_and_passes_its_groups():
+    """Prequential.loss at one key equals the literal computation with the stratum sizes as weights (strata of 3 and
+    4 positions here), and its grouped passes reach the learner (a length-dependent learner is refused in training)."""
+    cfg = TrainConfig(n=12, batch=4, loss_start=2, positions_per_step=3, position_sampling="stratified")
+    assert stratum_weights(cfg).tolist() == [3.0, 4.0, 3.0]
+    learner = ICLTransformer(preset("paper", depth=1, protocol="causal"))
+    params, key = learner.init(jax.random.key(0), FAMILY.spec), jax.random.key(9)
+    got = PREQUENTIAL.loss(params, key, 0, learner=learner, family=FAMILY, cfg=cfg, mesh=None)
+    ep = FAMILY.sample(jax.random.fold_in(key, 0), cfg.batch, cfg.n)
+    positions = np.asarray(step_positions(cfg, jax.random.fold_in(key, 1)))
+    out = np.asarray(learner.predict(params, ep.x, ep.y), np.float64)[:, positions]  # [B, P, O] log-probabilities
+    nll = -np.take_along_axis(out, np.asarray(ep.y)[:, positions, None], axis=-1)[..., 0].mean(0)
+    np.testing.assert_allclose(float(got), (nll * [3, 4, 3]).sum() / 10, rtol=1e-5)
+    grouped = dataclasses.replace(cfg, steps=1, scan_steps=1, eval_every=1, eval_tasks=4, position_groups=2)
+    with pytest.raises(ConfigError, match="do not depend on the sequence length"):
+        train(ICLTransformer(preset("softmax", depth=1, positions=24)), FAMILY, grouped, progress=False)
