@@ -21,7 +21,7 @@ from icl_meta.errors import ConfigError
 from icl_meta.inner_loop import adapt
 from icl_meta.metameta import DIAGNOSTIC_DOMAINS, MetaObjective, finetune
 from icl_meta.runs import RunDir, read_json
-from icl_meta.train import TrainConfig, loss_fn, train
+from icl_meta.train import TrainConfig, loss_fn, objective_diagnostics, train
 
 SMOKE = fig6.SCALES["smoke"]
 LEARNER, FAMILY = fig6.learner(SMOKE), fig6.family(SMOKE)
@@ -133,9 +133,11 @@ def test_meta_gradient_matches_finite_differences():
 
 
 def test_meta_diagnostics_equal_a_direct_computation(params):
-    """The logged diagnostics: the documented draws per domain, hand-unrolled SGD, the meta-gradient through it."""
-    objective, cfg, key = MetaObjective(4, 4, 2, 0.01), TrainConfig(steps=1, batch=8, n=N), jax.random.key(7)
-    got = jax.jit(functools.partial(objective.diagnostics, learner=LEARNER, family=FAMILY, cfg=cfg))(params, key)
+    """The logged diagnostics: the documented draws per domain, hand-unrolled SGD, the meta-gradient through it.
+    Computed by the trainer's own compiled program, with the settings of the meta-training run below (shared)."""
+    objective, cfg, key = fig6.objective(SMOKE, "m2icl"), fig6.train_config(SMOKE, 0), jax.random.key(7)
+    assert objective == MetaObjective(4, 4, 2, 0.01)
+    got = objective_diagnostics(objective, params, key, learner=LEARNER, family=FAMILY, cfg=cfg.step_settings())
 
     @jax.jit
     def direct(k):
