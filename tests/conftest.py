@@ -13,3 +13,10 @@ CACHE = os.path.join(tempfile.gettempdir(), "icl_meta_test_jax_cache")
 os.environ["ICL_META_COMPILE_CACHE"] = CACHE  # the CLI and figure scripts, run by the tests, use the same cache
 jax.config.update("jax_compilation_cache_dir", CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Files holding slow tests run first: with two workers taking one file at a time (`--dist loadfile`), a
+    minutes-long file started last would leave the other worker idle at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order inside each group is kept
