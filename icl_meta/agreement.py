@@ -92,7 +92,7 @@ def per_position(
     rules: Mapping[str, Learner],
     spec: TaskSpec,
     episode: Episode,
-    chunk: int = 512,
+    chunk: int | None = None,
     positions: Any = None,
 ) -> dict[str, np.ndarray]:
     """Rule label -> the pointwise agreement of every task at every position, [B, N] (or at `positions`, [B, P]),
@@ -114,7 +114,7 @@ def curves_on(
     tests: Mapping[str, Episode],
     specs: Mapping[str, TaskSpec],
     *,
-    chunk: int = 512,
+    chunk: int | None = None,
     **labels: Any,
 ) -> list[dict[str, Any]]:
     """The learner's agreement with every rule on every test set: one tidy record per (test, rule) with learner (its

@@ -34,19 +34,29 @@ def _scores(
     return pointwise(spec, learner.predict(params, x, y, positions), targets)
 
 
-def in_chunks(compute: Callable[[jax.Array, jax.Array], Any], episode: Episode, chunk: int = 512) -> Any:
-    """`compute(x, y)` (a pytree of arrays with the task axis first) on chunks of at most `chunk` tasks, to bound
-    memory, concatenated on the host as numpy arrays."""
+def default_chunk() -> int:
+    """Tasks per evaluation call: 32 on CPU, where the intermediates of a small chunk stay in cache (MAML's
+    adaptation at every position: 4.0 s for 2,048 tasks against 5.8 s in chunks of 512; the prefix protocol 2.3
+    against 2.6 s), 512 on an accelerator, which needs the parallel work."""
+    return 32 if jax.default_backend() == "cpu" else 512
+
+
+def in_chunks(compute: Callable[[jax.Array, jax.Array], Any], episode: Episode, chunk: int | None = None) -> Any:
+    """`compute(x, y)` (a pytree of arrays with the task axis first) on chunks of at most `chunk` tasks (None:
+    `default_chunk()`), to bound memory, concatenated on the host as numpy arrays.
+
+    Every chunk has one shape (the last is padded with copies of the last task, whose results are dropped), so
+    `compute` compiles once; the chunks are sliced on the host (an eager slice of a device array compiles a program
+    per offset) and all dispatched before the first is read back, so the host's work overlaps the device's."""
     b = episode.x.shape[0]
-    parts = []
-    for start in range(0, b, chunk):  # few chunks, each the same compiled shape except maybe the last
-        sl = slice(start, min(start + chunk, b))
-        parts.append(jax.tree.map(np.asarray, compute(episode.x[sl], episode.y[sl])))
-    return jax.tree.map(lambda *p: np.concatenate(p, 0), *parts)
+    chunk = min(chunk or default_chunk(), b)
+    x, y = (np.pad(a, [(0, -b % chunk)] + [(0, 0)] * (a.ndim - 1), mode="edge") for a in (episode.x, episode.y))
+    parts = [compute(x[s : s + chunk], y[s : s + chunk]) for s in range(0, b, chunk)]
+    return jax.tree.map(lambda *p: np.concatenate([np.asarray(a) for a in p], 0)[:b], *parts)
 
 
 def per_position(
-    learner: Learner, params: Any, spec: TaskSpec, episode: Episode, chunk: int = 512, positions: Any = None
+    learner: Learner, params: Any, spec: TaskSpec, episode: Episode, chunk: int | None = None, positions: Any = None
 ) -> np.ndarray:
     """The metric of every task at every position, [B, N] (or at `positions` only, [B, P]), computed in chunks of
     tasks to bound memory."""
