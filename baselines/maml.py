@@ -15,6 +15,7 @@ gradients are constants). `adapt` (`icl_meta.inner_loop`) is the inner loop, sha
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 import jax
@@ -28,6 +29,7 @@ from icl_meta.inner_loop import adapt
 from icl_meta.learners import register
 
 Array = jax.Array
+CURVE_PASSES = 4  # passes of a whole-curve prediction (MAML.predict)
 
 
 def context_cross_entropy(layers: Any, batch: tuple[Array, Array, Array]) -> Array:
@@ -72,9 +74,17 @@ class MAML(Learner):
         return layers
 
     def predict(self, params: LearnerParams, x: Array, y: Array, positions: Array | None = None) -> Array:
-        """Log-probabilities over the C classes [B, P, C]."""
+        """Log-probabilities over the C classes [B, P, C].
+
+        The whole curve (positions None) is computed in `CURVE_PASSES` passes over consecutive positions, each on
+        the sequence cut after its last position: the adaptation at position i sees examples j < i only, so the
+        cut examples would only be masked out (exact; 5/8 of the work for 4 passes)."""
         require_input_dim(self.name, params.spec, x)
         n = x.shape[1]
+        if positions is None and n >= 2 * CURVE_PASSES:
+            edges = [0, *(round(n * (g + 1) / CURVE_PASSES) for g in range(CURVE_PASSES))]
+            passes = [self.predict(params, x[:, :b], y[:, :b], jnp.arange(a, b)) for a, b in itertools.pairwise(edges)]
+            return jnp.concatenate(passes, axis=1)
         rows_P = query_rows(n, positions)
 
         def one(x_ND: Array, y_N: Array, mask_N: Array, xq_D: Array) -> Array:

@@ -41,7 +41,7 @@ def default_chunk() -> int:
     return 32 if jax.default_backend() == "cpu" else 512
 
 
-def in_chunks(compute: Callable[[jax.Array, jax.Array], Any], episode: Episode, chunk: int | None = None) -> Any:
+def in_chunks(compute: Callable[[np.ndarray, np.ndarray], Any], episode: Episode, chunk: int | None = None) -> Any:
     """`compute(x, y)` (a pytree of arrays with the task axis first) on chunks of at most `chunk` tasks (None:
     `default_chunk()`), to bound memory, concatenated on the host as numpy arrays.
 

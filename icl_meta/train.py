@@ -363,7 +363,13 @@ class TrainResult:
 
 
 def params_finite(params: Any) -> bool:
-    return all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree_util.tree_leaves(params))
+    return not jax.tree_util.tree_leaves(params) or bool(_all_finite(params))
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    """One compiled check of every leaf (eager, each leaf's shape would compile its own pair of ops)."""
+    return jnp.all(jnp.stack([jnp.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(tree)]))
 
 
 def train(
