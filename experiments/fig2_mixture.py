@@ -16,7 +16,7 @@ agrees most with the family's optimal rule (prototype: ncm, pairwise: matching, 
 Outputs: fig2_mixture_SCALE.{json,png}, fig2_mixture_table_SCALE.png and fig2_agreement_SCALE.png (learner x rule heat
 maps, one panel per test family) in `--figures`; runs in `--out`.
 
-Expected runtime on a 2-core CPU: smoke ~1 min; cpu ~5 min; paper: 1M steps per run, a GPU job.
+Expected runtime on a 2-core CPU: smoke ~1 min; cpu 3.5-6 min; paper: 1M steps per run, a GPU job.
 Expected result (cpu): on the mixture test set ICL beats every meta-learner (each is good on its own family only;
 the best single closed-form rule, ncm, scores about .906 and the per-family oracle .935). Measured (seed 0): ICL .941,
 MAML .906, ProtoNet .903, MatchNet .840, CNP .638 on the mixture test set.

@@ -10,7 +10,7 @@ Runs live in `--out` (default runs/fig2/SCALE) and are resumed or reused when th
 (tidy curves, mean table) and the PNGs go to `--figures` (default figures/): fig2_single_SCALE.{json,png} and
 fig2_cross_SCALE.png.
 
-Expected runtime on a 2-core CPU: smoke ~1.5 min; cpu ~8 min (ICL and MAML train on 8 positions per step, one per
+Expected runtime on a 2-core CPU: smoke ~1.5 min; cpu 5.5-8.5 min (ICL and MAML train on 8 positions per step, one per
 stratum, in 4 truncated passes);
 paper: the reference's 100k-1M steps per run, a GPU job.
 Expected result (cpu): on each family ICL is within 0.01 of the best meta-learner or better, and the meta-learner with

@@ -48,7 +48,7 @@ def test_argmax_agreement_matches_numpy(cls_episode):
     )
     ncm = learners.build("ncm", num_classes=3)
     rules = {"knn(1)": learners.build("knn", k=1, num_classes=3), "self": ncm}
-    values = agreement.per_position(ncm, None, rules, CLS, cls_episode, chunk=2)  # 3 chunks, the last of one task
+    values = agreement.per_position(ncm, None, rules, CLS, cls_episode, chunk=2)  # 3 chunks, the last padded
     np.testing.assert_array_equal(values["knn(1)"], expected_BN.astype(np.float32))
     assert 0 < expected_BN.mean() < 1  # the case discriminates
     np.testing.assert_array_equal(values["self"], 1.0)
