@@ -13,6 +13,7 @@ families.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 from baselines.context import context_mask, l2_normalize, query_rows
 from icl_meta.contracts import Learner, TaskSpec
 from icl_meta.errors import require, require_int, require_number
-from icl_meta.learners import build, register
+from icl_meta.learners import build, register, register_rules
 from tasks.amortization import amortization_labels
 
 Array = jax.Array
@@ -31,6 +32,7 @@ _HI = jax.lax.Precision.HIGHEST  # exact float32 sums even where the backend wou
 class _Classifier(Learner):
     """Common base: the number of classes (static, required) and the task-compatibility check."""
 
+    supports: ClassVar[tuple[str, ...]] = ("classification",)  # a capability (icl_meta.learners)
     num_classes: int
 
     def __post_init__(self) -> None:
@@ -124,6 +126,8 @@ class KNearestNeighbours(_Classifier):
 @dataclasses.dataclass(frozen=True)
 class _Regressor(Learner):
     """Common base of the linear-regression learners: y float targets, predictions [B, N]."""
+
+    supports: ClassVar[tuple[str, ...]] = ("regression",)  # a capability (icl_meta.learners)
 
     def init(self, key: Array, spec: TaskSpec) -> None:
         require(spec.is_regression, f"{self.name}: needs a regression task, got num_classes={spec.num_classes}")
@@ -228,16 +232,17 @@ class MeanEstimator(_Regressor):
         return jnp.einsum("bpd,bpd->bp", x[:, rows_P], w_BPD, precision=_HI)
 
 
-def references(spec: TaskSpec) -> list[Learner]:
-    """The closed-form algorithms drawn beside a trained learner: ncm, matching, averaging and 1-NN for
+@register_rules("references")
+def references(spec: TaskSpec) -> dict[str, Learner]:
+    """The closed-form algorithms drawn beside a trained learner, by name: ncm, matching, averaging and 1-NN for
     classification, least squares for regression."""
     if spec.is_regression:
-        return [build("least_squares")]
-    return [build(name, num_classes=spec.classes) for name in ("ncm", "matching", "averaging")] + [
-        build("knn", k=1, num_classes=spec.classes)
-    ]
+        return {"least_squares": build("least_squares")}
+    refs = [build(name, num_classes=spec.classes) for name in ("ncm", "matching", "averaging")]
+    return {ref.name: ref for ref in [*refs, build("knn", k=1, num_classes=spec.classes)]}
 
 
+@register_rules("agreement")
 def agreement_rules(spec: TaskSpec) -> dict[str, Learner]:
     """The closed-form rules a learner's predictions are compared with (`icl_meta.agreement`), by label.
 

@@ -11,6 +11,7 @@ Linear(h, 2C). The reference's Amortization(6, 6, 6, 8, 6, 4) for d=2, C=2 is h 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +27,8 @@ Array = jax.Array
 @register("cnp")
 @dataclasses.dataclass(frozen=True)
 class CNP(Learner):
+    supports: ClassVar[tuple[str, ...]] = ("classification",)  # a capability (icl_meta.learners)
+
     hidden: int | None = None  # hidden width of the three MLPs; None: d + 2C, as the reference
 
     def __post_init__(self) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +43,10 @@ def context_cross_entropy(layers: Any, batch: tuple[Array, Array, Array]) -> Arr
 @register("maml")
 @dataclasses.dataclass(frozen=True)
 class MAML(Learner):
+    # Capabilities (icl_meta.learners): classification only; an adaptation per loss position
+    supports: ClassVar[tuple[str, ...]] = ("classification",)
+    samples_loss_positions: ClassVar[bool] = True
+
     hidden: int = 32  # width of each hidden layer (ReLU)
     hidden_layers: int = 1
     inner_steps: int = 5

@@ -11,6 +11,7 @@ class, so the prediction is class 0, as in the reference.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,8 @@ SIMILARITIES = ("cosine", "dot")
 @register("matchnet")
 @dataclasses.dataclass(frozen=True)
 class MatchNet(Learner):
+    supports: ClassVar[tuple[str, ...]] = ("classification",)  # a capability (icl_meta.learners)
+
     similarity: str = "cosine"  # "dot": the *_meta.py scripts' version
     double_softmax: bool = True  # the reference's loss quirk (PAPER.md section 5.4); False: plain log-softmax
     hidden: int | None = None  # embedding MLP hidden width; None: d, as the reference

@@ -11,6 +11,7 @@ The reference supports two classes; here the class masks are one-hot over C. The
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +35,8 @@ Array = jax.Array
 @register("protonet")
 @dataclasses.dataclass(frozen=True)
 class ProtoNet(Learner):
+    supports: ClassVar[tuple[str, ...]] = ("classification",)  # a capability (icl_meta.learners)
+
     embed_query: bool = False  # the reference compares the raw query with embedded prototypes; True: embed it too
     double_softmax: bool = True  # the reference's loss quirk (PAPER.md section 5.4); False: plain log-softmax
     hidden: int | None = None  # embedding MLP hidden width; None: d, as the reference

@@ -18,11 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import tasks
-from experiments import study
-from icl_meta import compile_cache
+from icl_meta import compile_cache, learners, study
 from icl_meta.contracts import TaskFamily
 from icl_meta.errors import ConfigError, guarded
-from icl_meta.learners import build
 from icl_meta.plotting import plot_agreement
 from icl_meta.runs import read_json, write_json
 from icl_meta.train import TrainConfig
@@ -120,7 +118,16 @@ def history_columns(history: Sequence[dict[str, Any]], **columns: str) -> dict[s
 FAMILIES = ("prototype", "pairwise", "amortization")
 MIXTURE = "mixture"
 LEARNERS = ("icl", "matchnet", "protonet", "cnp", "maml")  # the paper's three meta-learners; MAML the gradient one
-SAMPLED = ("icl", "maml")  # learners whose step cost grows with the positions in the loss
+
+
+def in_context(name: str) -> bool:
+    """Whether the learner registered as `name` is an in-context model (a capability, `icl_meta.learners`)."""
+    return bool(learners.capability(learners.REGISTRY.cls(name), "in_context_model"))
+
+
+def sampled(name: str) -> bool:
+    """Whether the learner's step cost grows with the positions in the loss (trained on a sample of them)."""
+    return bool(learners.capability(learners.REGISTRY.cls(name), "samples_loss_positions"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,10 +212,10 @@ MIXTURE_SCALES: dict[str, Scale] = {
 
 
 def train_family(name: str, learner: str) -> TaskFamily:
-    """The training distribution: pairwise uses nc=1 for ICL and nc=4 for the meta-learners, as the reference's
-    scripts (PAPER.md section 11, row 8; statistically the same task for C=2)."""
+    """The training distribution: pairwise uses nc=1 for an in-context model and nc=4 for the meta-learners, as the
+    reference's scripts (PAPER.md section 11, row 8; statistically the same task for C=2)."""
     if name == "pairwise":
-        return tasks.get(name, nc=1 if learner == "icl" else 4)
+        return tasks.get(name, nc=1 if in_context(learner) else 4)
     return tasks.get(name)
 
 
@@ -223,8 +230,8 @@ def test_families() -> dict[str, TaskFamily]:
 
 
 def loss_start(family: TaskFamily, learner: str) -> int:
-    """ICL trains on the reference's positions (prototype from 2); the reference's meta-learners on all."""
-    return family.reference_loss_start if learner == "icl" else 0
+    """An in-context model trains on the reference's positions (prototype from 2); the meta-learners on all."""
+    return family.reference_loss_start if in_context(learner) else 0
 
 
 def train_config(scale: Scale, budget: Budget, learner: str, start: int, seed: int) -> TrainConfig:
@@ -235,9 +242,9 @@ def train_config(scale: Scale, budget: Budget, learner: str, start: int, seed: i
         n=scale.n,
         lr=budget.lr,
         loss_start=start,
-        positions_per_step=scale.positions_per_step if learner in SAMPLED else None,
-        position_sampling="stratified" if learner in SAMPLED and scale.positions_per_step else "uniform",
-        position_groups=scale.position_groups if learner in SAMPLED else 1,
+        positions_per_step=scale.positions_per_step if sampled(learner) else None,
+        position_sampling="stratified" if sampled(learner) and scale.positions_per_step else "uniform",
+        position_groups=scale.position_groups if sampled(learner) else 1,
         scan_steps=min(50, steps),
         eval_every=max(1, steps // scale.evals),
         eval_tasks=scale.eval_tasks,
@@ -252,7 +259,7 @@ def single_jobs(scale: Scale, names: Sequence[str], seed: int) -> list[study.Job
         for name in names:
             family = train_family(fam, name)
             cfg = train_config(scale, scale.budgets[fam], name, loss_start(family, name), seed)
-            out.append(study.Job(train=fam, learner=build(name), family=family, cfg=cfg))
+            out.append(study.Job(train=fam, learner=learners.build_for(family.spec, name), family=family, cfg=cfg))
     return out
 
 
@@ -268,7 +275,10 @@ def mixture_jobs(
 ) -> list[study.Job]:
     """One run per learner trained on the mixture (Figure 2 bottom; Figure 3 reuses the same runs)."""
     training, budget = training_mixture(sim_nc, ave_anchors), scale.budgets[MIXTURE]
-    return [study.Job(MIXTURE, build(n), training, train_config(scale, budget, n, start, seed)) for n in names]
+    return [
+        study.Job(MIXTURE, learners.build_for(training.spec, n), training, train_config(scale, budget, n, start, seed))
+        for n in names
+    ]
 
 
 def draw_agreement(summaries: dict[str, dict[str, Any]], path: Path, title: str) -> None:

@@ -276,7 +276,7 @@ def time_to_quality_rows(recipes: list[str], steps: int) -> list[dict[str, Any]]
             cache = Path(tmp) / f"cache_{recipe}"
             for state in ("cold", "warm"):
                 out = Path(tmp) / f"{recipe}_{state}"
-                command = [sys.executable, "-m", "icl_meta.cli", "--compile-cache", str(cache), "train", "--task",
+                command = [sys.executable, "-m", "experiments.cli", "--compile-cache", str(cache), "train", "--task",
                            "prototype", *RECIPES[recipe], "--steps", str(steps), "--stop-at", str(QUALITY),
                            "--no-progress", "--out", str(out)]  # fmt: skip
                 t0 = time.perf_counter()

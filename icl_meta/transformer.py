@@ -30,7 +30,7 @@ import dataclasses
 import functools
 import itertools
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +41,7 @@ from flax import nnx
 from icl_meta.attention import CAUSAL_PAIRS, KERNELS, CausalPairs, Mask
 from icl_meta.contracts import LearnerParams, TaskSpec
 from icl_meta.errors import ConfigError, require, require_bool, require_choice, require_int
-from icl_meta.learners import register
+from icl_meta.registry import LEARNERS
 
 ATTENTIONS = tuple(KERNELS)
 PROTOCOLS = ("causal", "prefix", "interleaved")
@@ -386,10 +386,15 @@ def bind(module: type, config: ModelConfig, params: LearnerParams) -> Any:
     return nnx.merge(graphdef, state)
 
 
-@register("icl")
+@LEARNERS.register("icl")
 @dataclasses.dataclass(frozen=True)
 class ICLTransformer:
     """The ICL learner behind the Learner protocol: `init(key, spec)`, `predict(params, x, y, positions)`."""
+
+    # Capabilities (icl_meta.learners.CAPABILITIES): a sequence model that learns in context, whose step cost grows
+    # with the positions in the loss (one pass per prefix in the prefix protocol).
+    in_context_model: ClassVar[bool] = True
+    samples_loss_positions: ClassVar[bool] = True
 
     config: ModelConfig = PRESETS["paper"]
 

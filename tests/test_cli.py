@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from icl_meta.cli import main, parse_value
+from experiments.cli import main, parse_value
 
 TINY = ["--n", "12", "--batch", "16", "--eval-tasks", "64", "--scan-steps", "5", "--eval-every", "10"]
 TINY_MODEL = ["--model-arg", "depth=2", "--protocol", "causal"]
@@ -145,7 +145,7 @@ def test_non_finite_loss_exits_with_one_line(capsys, tmp_path):
 
 
 def test_list_via_console_script_shows_every_family_and_its_parameters():
-    out = subprocess.run([sys.executable, "-m", "icl_meta.cli", "list"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "list"], capture_output=True, text=True, check=True)
     for family in ("prototype", "pairwise", "amortization", "radius", "linear_regression", "mixture"):
         assert family in out.stdout
     assert "anchors: bool = False" in out.stdout and "class_norm: float = 3.0" in out.stdout

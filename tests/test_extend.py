@@ -10,7 +10,7 @@ import numpy as np
 
 import baselines
 import tasks
-from icl_meta.cli import main
+from experiments.cli import main
 from icl_meta.contracts import Episode
 from icl_meta.errors import require
 
@@ -100,3 +100,69 @@ def test_a_new_family_works_in_the_decision_region_tool():
     records, arrays = decision_regions(ncm, None, {"xor": family}, k=20, g=12, seed=0)
     assert records[0]["family"] == "xor" and arrays["xor_true"].shape == (12, 12)
     assert set(np.unique(arrays["xor_true"])) == {0, 1}  # both sides of the XOR rule on the grid
+
+
+OUTSIDE_EXPERIMENT = '''
+import dataclasses
+from pathlib import Path
+
+from experiments import spec
+from icl_meta import evaluate, families, learners, study
+from icl_meta.claims import Claim
+from icl_meta.runs import results_document
+
+
+@dataclasses.dataclass(frozen=True)
+class NcmScale(spec.Scale):
+    tasks: int
+    n: int
+
+
+@spec.register("ncm_of_my_own")
+class NcmOfMyOwn(spec.Experiment):
+    """The nearest-class-mean rule on prototype tasks, as an experiment from outside the repository."""
+
+    scales = {"smoke": NcmScale(tasks=64, n=12), "cpu": NcmScale(tasks=512, n=30)}
+
+    def run(self, ctx):
+        fams = {"prototype": families.get("prototype")}
+        tests = study.sample_test_sets(fams, ctx.scale.tasks, ctx.scale.n, ctx.seed)
+        curves = study.reference_curves(tests, fams)
+        doc = results_document(self.name, {"scale": ctx.scale_name, **ctx.scale.settings()}, curves, ctx.seed)
+        ncm = next(c for c in curves if c["learner"] == "ncm")
+        doc["ncm_mean"] = evaluate.mean_over(ncm, 2)
+        return doc
+
+    def claims(self, doc):
+        return [Claim("ncm_learns", "ncm above chance from 2 examples on", doc["ncm_mean"], ">", 0.6)]
+
+    def draw(self, doc, figures):
+        Path(figures, f"{self.name}_{doc['scale']}.png").write_bytes(b"png")
+
+    def report(self, doc):
+        print(f"ncm mean {doc['ncm_mean']:.3f}")
+'''
+
+
+def test_an_experiment_in_its_own_file_is_discovered_and_run(tmp_path, monkeypatch, capsys):
+    """One new file: `icl-meta reproduce` finds it by name (no list to edit), runs it through the shared skeleton,
+    decides its claim in the one schema, and `--from-results` re-decides from the saved JSON."""
+    from icl_meta.claims import problems
+
+    (tmp_path / "my_experiment.py").write_text(OUTSIDE_EXPERIMENT)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--import", "my_experiment", "reproduce", "ncm_of_my_own", "--scale", "smoke", "--figures", "out"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    doc = json.loads((tmp_path / "out" / "ncm_of_my_own_smoke.json").read_text())
+    (claim,) = doc["claims"]
+    assert problems(claim) == [] and claim["estimate"] == doc["ncm_mean"] > 0.6 and claim["held"] is True
+    assert "ncm_learns: holds" in out and (tmp_path / "out" / "ncm_of_my_own_smoke.png").exists()
+    assert doc["wall_s"] > 0
+    assert main([*argv, "--from-results"]) == 0
+    again = json.loads((tmp_path / "out" / "ncm_of_my_own_smoke.json").read_text())
+    assert again["claims"] == doc["claims"] and again["wall_s"] == doc["wall_s"]
+    assert main(["--import", "my_experiment", "list"]) == 0
+    assert "ncm_of_my_own" in capsys.readouterr().out
+    assert main(["reproduce", "no_such_experiment", "--scale", "smoke"]) == 2
+    assert "unknown experiment 'no_such_experiment'" in capsys.readouterr().err

@@ -1,7 +1,8 @@
-"""The import layers (README "Layout"): the core (`icl_meta`, but its CLI) imports no task family, no learner and no
-experiment; task families and learners import the core (learners may use a family's label rule); the CLI and the
-experiments compose them, and no figure script imports another one. Checked on the source, every import statement
-(module level or inside a function)."""
+"""The import layers (README "Layout"): the core (the whole `icl_meta` folder) imports no task family, no learner and
+no experiment; task families and learners import the core (learners may use a family's label rule); the command line
+and the experiments compose them, no figure script imports another one or the command line, and no module imports
+itself back through others (no import cycles). Checked on the source, every import statement (module level or
+inside a function)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("icl_meta", "tasks", "baselines", "experiments")
-SHARED_EXPERIMENT_MODULES = {"experiments", "experiments.common", "experiments.study"}  # what figure scripts share
+# what figure scripts share (experiments.study: a deprecated alias of icl_meta.study)
+SHARED_EXPERIMENT_MODULES = {"experiments", "experiments.common", "experiments.spec", "experiments.study"}
 
 
 def layer(module: str) -> str:
-    if module == "icl_meta.cli":
+    if module == "experiments.cli":
         return "cli"
     if module.startswith("experiments"):
         return "experiments"
@@ -75,10 +77,52 @@ def project_sources() -> dict[str, str]:
     return {module_name(p): p.read_text() for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
 
 
+def import_graph(sources: dict[str, str]) -> dict[str, set[str]]:
+    """module -> the project modules it imports (a `from x import y` edge goes to x.y when that is a module)."""
+    graph = {}
+    for module, source in sources.items():
+        targets = {t if t in sources else t.rsplit(".", 1)[0] for t in imported(source, module)}
+        graph[module] = {t for t in targets if t in sources and t != module}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of a graph, one path each (depth-first search)."""
+    found, state = [], {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                found.append([*path[path.index(target) :], target])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    return found
+
+
 def test_no_module_imports_an_upper_layer():
     sources = project_sources()
-    assert {"icl_meta.train", "icl_meta.cli", "tasks.prototype", "baselines.maml", "experiments.common"} <= set(sources)
+    assert {"icl_meta.train", "experiments.cli", "tasks.prototype", "baselines.maml", "experiments.common"} <= set(sources)
+    assert not any(module.startswith("icl_meta") and layer(module) != "icl_meta" for module in sources)
     assert violations(sources) == []
+
+
+def test_no_import_cycles():
+    assert cycles(import_graph(project_sources())) == []
+
+
+def test_the_cycle_check_catches_a_cycle():
+    sources = {
+        "icl_meta.learners": "from icl_meta import transformer\n",
+        "icl_meta.transformer": "from icl_meta.learners import register\n",
+        "icl_meta.train": "from icl_meta.learners import build\n",
+    }
+    assert cycles(import_graph(sources)) == [["icl_meta.learners", "icl_meta.transformer", "icl_meta.learners"]]
 
 
 def test_the_check_catches_each_kind_of_violation():
@@ -87,7 +131,7 @@ def test_the_check_catches_each_kind_of_violation():
         "icl_meta.curriculum": "def f():\n    import baselines\n",
         "icl_meta.metameta": "from baselines.maml import adapt\n",
         "tasks.prototype": "import baselines.closed_form\n",
-        "experiments.fig2_single": "from icl_meta.cli import guarded\n",
+        "experiments.fig2_single": "from experiments.cli import main\n",
         "experiments.fig3_generalization": "from experiments import fig2_mixture\n",
         "experiments.fig4_curriculum": "from experiments.fig6_metameta import learner\n",
     }
@@ -95,7 +139,7 @@ def test_the_check_catches_each_kind_of_violation():
     fine = {
         "experiments.fig3_generalization": "from experiments import common, study\nimport tasks, baselines\n",
         "baselines.closed_form": "from tasks.amortization import amortization_labels\n",
-        "icl_meta.cli": "from experiments import throughput\nimport tasks\n",
+        "experiments.cli": "from experiments import throughput, spec\nimport tasks\n",
         "icl_meta.train": "from icl_meta.contracts import TaskFamily\nimport jax\n",
     }
     assert violations(fine) == []

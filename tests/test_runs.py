@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from icl_meta.cli import main
+from experiments.cli import main
 from icl_meta.errors import ConfigError
 from icl_meta.runs import RunDir
 

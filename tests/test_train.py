@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-import baselines  # noqa: F401  (registers the learners)
 import tasks
 from icl_meta.checkpoint import Checkpointer
 from icl_meta.curriculum import Curriculum, Stepwise

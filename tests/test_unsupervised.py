@@ -7,7 +7,7 @@ import json
 import pytest
 
 from experiments import unsupervised
-from icl_meta.cli import main as cli_main
+from experiments.cli import main as cli_main
 from icl_meta.errors import ConfigError
 
 

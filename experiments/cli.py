@@ -1,4 +1,5 @@
-"""`icl-meta`: list the task families and learners, train a learner, evaluate a saved run.
+"""`icl-meta`: list the task families, learners and experiments, train a learner, evaluate a saved run, reproduce an
+experiment, measure throughput.
 
 Bad input ends with one line `icl-meta: error: ...` naming the problem and the accepted values (exit 2);
 a training failure such as a non-finite loss ends the same way (exit 1), leaving earlier files intact.
@@ -17,17 +18,8 @@ from typing import TYPE_CHECKING, Any
 from icl_meta import compile_cache
 
 if TYPE_CHECKING:
-    from experiments.study import SavedRun
     from icl_meta.contracts import Episode, TaskFamily
-
-FIGURES = {  # figure -> its scripts, run in order
-    "fig2": ("experiments.fig2_single", "experiments.fig2_mixture"),
-    "fig3": ("experiments.fig3_generalization",),
-    "fig4": ("experiments.fig4_curriculum",),
-    "fig6": ("experiments.fig6_metameta",),
-    "unsupervised": ("experiments.unsupervised",),  # unsupervised ICL by joint inference (the second seed paper)
-    "multimodal": ("experiments.multimodal",),  # multimodal ICL instruction tuning (the third seed paper)
-}
+    from icl_meta.study import SavedRun
 
 
 def parse_value(text: str) -> Any:
@@ -70,12 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--task", required=True, help="task family name (see `icl-meta list`)")
     train.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="a task hyper-parameter, repeatable")
     train.add_argument("--learner", default="icl", help="learner name (default icl)")
-    train.add_argument("--preset", default="paper", help="ICL model preset (default paper)")
+    train.add_argument("--preset", help="model preset of a learner built from presets, e.g. icl (default: paper)")
     train.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="override a model/learner field")
     train.add_argument(
         "--protocol", choices=("causal", "prefix", "interleaved"), help="ICL context protocol (default: the preset's)"
     )
-    train.add_argument("--attention", choices=("linear", "softmax"), help="ICL attention kind")
+    train.add_argument("--attention", choices=("linear", "softmax"), help="ICL attention kind (default: the preset's)")
     for name, kind, default, text in (
         ("steps", int, 4000, "training steps"),
         ("batch", int, 64, "tasks per step"),
@@ -136,21 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--agreement",
         action="store_true",
-        help="also the learner's per-position agreement with each closed-form rule (baselines.agreement_rules): "
+        help="also the learner's per-position agreement with each closed-form rule (the 'agreement' rule set): "
         "under 'agreement' in the JSON, with a summary, and a heat map JSON_agreement.png",
     )
-    rep = sub.add_parser("reproduce", help="run a figure's experiment scripts (experiments/*.py)")
-    rep.add_argument("figure", choices=tuple(FIGURES), help="which figure")
+    rep = sub.add_parser("reproduce", help="run an experiment (a figure's, or any registered one)")
+    rep.add_argument("figure", help="which: fig2, fig3, fig4, fig6, unsupervised, multimodal, or one from --import")
     rep.add_argument(
-        "--scale",
-        choices=("smoke", "cpu", "paper"),
-        default="cpu",
-        help="smoke (seconds), cpu (minutes on a laptop) or paper (GPU)",
+        "--scale", choices=("smoke", "cpu", "paper"), default="cpu", help="smoke (seconds), cpu (minutes on a laptop) or paper (GPU)"
     )
     rep.add_argument("--seed", type=int, default=0, help="seed of the runs and test sets (default 0)")
     rep.add_argument("--out", type=Path, default=None, help="run directories (default runs/FIGURE/SCALE)")
     rep.add_argument("--figures", type=Path, default=Path("figures"), help="results and PNGs (default figures/)")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rep.add_argument(
+        "--from-results", action="store_true", help="run nothing: re-decide the claims and redraw from the saved JSON"
+    )
     # Every option after `bench` goes to experiments/throughput.py (`icl-meta bench --help` lists them).
     sub.add_parser(
         "bench", help="training throughput of the context protocols (experiments/throughput.py)", add_help=False
@@ -224,26 +216,25 @@ def parse_curriculum(items: list[str] | None) -> Any:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    import baselines  # noqa: F401  (registers the learners)
-    import tasks
-    from icl_meta import learners
+    from experiments import spec
+    from icl_meta import families, learners
     from icl_meta.transformer import PRESETS
 
     print("task families:")
-    for name in tasks.names():
-        fields = ", ".join(f"{f}: {t} = {d!r}" for f, t, d in tasks.describe(name))
-        print(f"  {name:<18} {tasks.summary(name)}\n  {'':<18} {fields}")
+    for name in families.names():
+        fields = ", ".join(f"{f}: {t} = {d!r}" for f, t, d in families.describe(name))
+        print(f"  {name:<18} {families.summary(name)}\n  {'':<18} {fields}")
     print("learners:", ", ".join(learners.names()))
+    print("experiments (icl-meta reproduce NAME):")
+    for name, group in spec.discover().items():
+        print(f"  {name:<18} " + "; ".join(cls.description() for cls in group))
     print("icl presets:")
     for name, cfg in PRESETS.items():
         print(f"  {name:<18} " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items()))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    import baselines  # noqa: F401  (registers the learners)
-    import tasks
-    from experiments import study
-    from icl_meta import learners
+    from icl_meta import families, learners, study
     from icl_meta.errors import ConfigError
     from icl_meta.parallel import data_mesh, init_distributed
     from icl_meta.report import write_report
@@ -259,12 +250,12 @@ def cmd_train(args: argparse.Namespace) -> None:
                 "--distributed: the sharded training step runs across processes (icl_meta.parallel, "
                 "docs/reference.md), but train's evaluation and checkpoints are single-process: use --devices"
             )
-    family = tasks.get(args.task, **parse_assignments(args.task_arg, "--task-arg"))
+    family = families.get(args.task, **parse_assignments(args.task_arg, "--task-arg"))
     hparams = parse_assignments(args.model_arg, "--model-arg")
-    if args.learner == "icl":
-        hparams["preset"] = args.preset
-        hparams.update({k: v for k, v in (("protocol", args.protocol), ("attention", args.attention)) if v})
+    given = (("preset", args.preset), ("protocol", args.protocol), ("attention", args.attention))
+    hparams.update({k: v for k, v in given if v})  # a learner that takes no such option says so
     learner = learners.build_for(family.spec, args.learner, **hparams)
+    learners.check_supports(learner, family.spec)
     cfg = TrainConfig(
         steps=args.steps,
         batch=args.batch,
@@ -299,16 +290,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    import baselines  # noqa: F401  (registers the learners)
-    import tasks
-    from experiments import study
-    from icl_meta import evaluate
+    from icl_meta import evaluate, families, study
     from icl_meta.report import write_report
     from icl_meta.train import EVAL_STREAM, stream_key
 
     saved = study.load_run(args.run)
     overrides = parse_assignments(args.task_arg, "--task-arg")
-    family = tasks.evaluation_family(saved.family, args.task, dict(overrides))
+    family = families.evaluation_family(saved.family, args.task, dict(overrides))
     n = args.n or saved.cfg.n
     tests = {family.name: family.sample(stream_key(args.seed, EVAL_STREAM), args.tasks, n)}
     labels: dict[str, Any] = {"sigma": family.sigma, "step": saved.step}
@@ -337,28 +325,32 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def eval_agreement(
     saved: SavedRun, family: TaskFamily, tests: dict[str, Episode], labels: dict[str, Any], loss: tuple[int, int]
 ) -> dict[str, Any]:
-    """The saved learner's agreement with every rule of `baselines.agreement_rules` on the test set: the records and
-    their summary over the training loss's positions (clipped to the test sequences), results.json's extra keys."""
-    from baselines import agreement_rules
-    from icl_meta import agreement
+    """The saved learner's agreement with every rule of the "agreement" rule set on the whole test set: the records
+    and their summary over the training loss's positions (clipped to the test sequences), results.json's extra keys."""
+    from icl_meta import study
 
-    records = agreement.curves_on(saved.learner, saved.params, agreement_rules(family.spec), tests,
-                                  {family.name: family.spec}, train=saved.family.name, **labels)  # fmt: skip
-    n = len(records[0]["mean"])
-    start, stop = min(loss[0], n - 1), min(loss[1], n)
-    return {"agreement": records, "agreement_summary": agreement.summarise(records, start, stop, family.optimal_rule)}
+    found = study.agreement_analysis(saved.learner, saved.params, tests, {family.name: family}, loss,
+                                     num_tasks=len(tests[family.name].y), train=saved.family.name, **labels)  # fmt: skip
+    return {"agreement": found["agreement"], "agreement_summary": found["agreement_summary"][family.name]}
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    import importlib
+    from experiments import spec
+    from icl_meta.errors import ConfigError
 
+    found = spec.discover()
+    if args.figure not in found:
+        raise ConfigError(f"reproduce: unknown experiment {args.figure!r}; accepted: {', '.join(found)}")
     argv = ["--scale", args.scale, "--seed", str(args.seed), "--figures", str(args.figures)]
     argv += ["--out", str(args.out)] if args.out is not None else []
     argv += ["--no-progress"] if args.no_progress else []
+    argv += ["--from-results"] if args.from_results else []
     argv += compile_cache_argv(args)
-    for module in FIGURES[args.figure]:
-        print(f"== {module} {' '.join(argv)}")
-        importlib.import_module(module).main(argv)
+    for cls in found[args.figure]:
+        if args.scale not in cls.scales:
+            raise ConfigError(f"{cls.name}: no scale {args.scale!r}; accepted: {', '.join(cls.scales)}")
+        print(f"== {cls.name} {' '.join(argv)}")
+        spec.main(cls, argv)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
