@@ -134,7 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="run an experiment (a figure's, or any registered one)")
     rep.add_argument("figure", help="which: fig2, fig3, fig4, fig6, unsupervised, multimodal, or one from --import")
     rep.add_argument(
-        "--scale", choices=("smoke", "cpu", "paper"), default="cpu", help="smoke (seconds), cpu (minutes on a laptop) or paper (GPU)"
+        "--scale",
+        choices=("smoke", "cpu", "paper"),
+        default="cpu",
+        help="smoke (seconds), cpu (minutes on a laptop) or paper (GPU)",
     )
     rep.add_argument("--seed", type=int, default=0, help="seed of the runs and test sets (default 0)")
     rep.add_argument("--out", type=Path, default=None, help="run directories (default runs/FIGURE/SCALE)")
@@ -329,8 +332,9 @@ def eval_agreement(
     and their summary over the training loss's positions (clipped to the test sequences), results.json's extra keys."""
     from icl_meta import study
 
+    everything = len(tests[family.name].y)
     found = study.agreement_analysis(saved.learner, saved.params, tests, {family.name: family}, loss,
-                                     num_tasks=len(tests[family.name].y), train=saved.family.name, **labels)  # fmt: skip
+                                     num_tasks=everything, train=saved.family.name, **labels)  # fmt: skip
     return {"agreement": found["agreement"], "agreement_summary": found["agreement_summary"][family.name]}
 
 

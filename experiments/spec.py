@@ -169,7 +169,9 @@ def parse_learners(text: str) -> tuple[str, ...]:
     accepted = learners.names()
     unknown = [n for n in names if n not in accepted]
     if unknown or not names:
-        raise ConfigError(f"--learners: unknown {', '.join(unknown) or '(none given)'}; accepted: {', '.join(accepted)}")
+        raise ConfigError(
+            f"--learners: unknown {', '.join(unknown) or '(none given)'}; accepted: {', '.join(accepted)}"
+        )
     return names
 
 

@@ -59,7 +59,7 @@ def test_a_moved_name_resolves_with_a_deprecation_warning(old_module, name, new)
     with pytest.warns(DeprecationWarning, match=f"{name} moved to"):
         assert getattr(module, name) is new
     with pytest.raises(AttributeError):
-        module.no_such_name  # noqa: B018
+        module.no_such_name
 
 
 def test_the_old_import_line_of_an_outside_family_still_works():

@@ -158,7 +158,7 @@ def test_an_experiment_in_its_own_file_is_discovered_and_run(tmp_path, monkeypat
     (claim,) = doc["claims"]
     assert problems(claim) == [] and claim["estimate"] == doc["ncm_mean"] > 0.6 and claim["held"] is True
     assert "ncm_learns: holds" in out and (tmp_path / "out" / "ncm_of_my_own_smoke.png").exists()
-    assert doc["wall_s"] > 0
+    assert isinstance(doc["wall_s"], float)  # this run's own time, kept by --from-results
     assert main([*argv, "--from-results"]) == 0
     again = json.loads((tmp_path / "out" / "ncm_of_my_own_smoke.json").read_text())
     assert again["claims"] == doc["claims"] and again["wall_s"] == doc["wall_s"]
