@@ -145,15 +145,15 @@ def _ridge_predict(x: Array, y: Array, lam: float, positions: Array | None) -> A
     mask_PN = context_mask(rows_P, n)
     x_BPND = x[:, None] * mask_PN[None, :, :, None]
     y_BPN = y[:, None].astype(jnp.float32) * mask_PN[None]
-    u_BPNV, s_BPV, vt_BPVD = jnp.linalg.svd(x_BPND, full_matrices=False)
+    u_BPNI, s_BPI, vt_BPID = jnp.linalg.svd(x_BPND, full_matrices=False)
     if lam == 0:
-        cutoff_BP1 = 10.0 * max(n, d) * jnp.finfo(jnp.float32).eps * s_BPV.max(-1, keepdims=True)
-        keep = s_BPV > cutoff_BP1
-        filt_BPV = jnp.where(keep, 1.0 / jnp.where(keep, s_BPV, 1.0), 0.0)
+        cutoff_BP1 = 10.0 * max(n, d) * jnp.finfo(jnp.float32).eps * s_BPI.max(-1, keepdims=True)
+        keep = s_BPI > cutoff_BP1
+        filt_BPI = jnp.where(keep, 1.0 / jnp.where(keep, s_BPI, 1.0), 0.0)
     else:
-        filt_BPV = s_BPV / (s_BPV**2 + lam)
-    uy_BPV = jnp.einsum("bpnv,bpn->bpv", u_BPNV, y_BPN, precision=_HI)
-    w_BPD = jnp.einsum("bpvd,bpv->bpd", vt_BPVD, filt_BPV * uy_BPV, precision=_HI)
+        filt_BPI = s_BPI / (s_BPI**2 + lam)
+    uy_BPI = jnp.einsum("bpni,bpn->bpi", u_BPNI, y_BPN, precision=_HI)
+    w_BPD = jnp.einsum("bpid,bpi->bpd", vt_BPID, filt_BPI * uy_BPI, precision=_HI)
     return jnp.einsum("bpd,bpd->bp", x[:, rows_P], w_BPD, precision=_HI)
 
 

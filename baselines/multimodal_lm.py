@@ -43,10 +43,10 @@ class MultimodalModel(nnx.Module):
         self.vocab = vocab
 
     def __call__(self, x_BLD: jax.Array) -> jax.Array:
-        tokens_BLV, image_BLI = x_BLD[..., : self.vocab], x_BLD[..., self.vocab :]
-        has_image_BL1 = jnp.any(image_BLI != 0, -1, keepdims=True)
+        tokens_BLV, image_BLW = x_BLD[..., : self.vocab], x_BLD[..., self.vocab :]
+        has_image_BL1 = jnp.any(image_BLW != 0, -1, keepdims=True)
         up, down = self.projector
-        projected = down(jax.nn.gelu(up(image_BLI)))
+        projected = down(jax.nn.gelu(up(image_BLW)))
         h_BLW = tokens_BLV @ self.embed.embedding[...] + jnp.where(has_image_BL1, projected, 0.0)
         length = h_BLW.shape[-2]
         return self.network(h_BLW, jnp.tril(jnp.ones((length, length), bool)))

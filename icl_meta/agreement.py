@@ -100,11 +100,11 @@ def per_position(
     check_rules(rules, spec)
     var = target_variance(episode.y) if spec.is_regression else 1.0
     positions_P = None if positions is None else jnp.asarray(positions, jnp.int32)
-    rules_U = tuple(rules.values())
-    values_U = evaluate.in_chunks(
-        lambda x, y: _agreements(learner, params, rules_U, spec, x, y, positions_P, var), episode, chunk
+    rules_Z = tuple(rules.values())
+    values_Z = evaluate.in_chunks(
+        lambda x, y: _agreements(learner, params, rules_Z, spec, x, y, positions_P, var), episode, chunk
     )
-    return dict(zip(rules, values_U, strict=True))
+    return dict(zip(rules, values_Z, strict=True))
 
 
 def curves_on(
@@ -158,12 +158,12 @@ def closest_rule(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     the group's labels, positions, `rule` (a label per position) and `value` (its metric there)."""
     out = []
     for labels, members in _groups(records):
-        rules_U = [m["rule"] for m in members]
-        means_UN = np.array([m["mean"] for m in members])
-        best_N = np.argmax(means_UN if higher_is_closer(labels["metric"]) else -means_UN, axis=0)
-        value_N = np.take_along_axis(means_UN, best_N[None], axis=0)[0]
+        rules_Z = [m["rule"] for m in members]
+        means_ZN = np.array([m["mean"] for m in members])
+        best_N = np.argmax(means_ZN if higher_is_closer(labels["metric"]) else -means_ZN, axis=0)
+        value_N = np.take_along_axis(means_ZN, best_N[None], axis=0)[0]
         out.append(
-            {**labels, "positions": members[0]["positions"], "rule": [rules_U[u] for u in best_N],
+            {**labels, "positions": members[0]["positions"], "rule": [rules_Z[u] for u in best_N],
              "value": value_N.tolist()}
         )  # fmt: skip
     return out

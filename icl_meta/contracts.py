@@ -4,16 +4,21 @@ predicts them, prequentially) and a DomainFamily (tasks that come in domains, fo
 Shape suffixes. An array's name ends with one capital letter per axis, `x_BND` = [tasks, examples, input dim]; each
 letter means one thing everywhere in the project:
 
-    A  anchors of a task                    L  tokens of one transformer sequence
-    B  tasks (a batch, or any set of them)  M  reference vectors per class (pairwise tasks)
-    C  classes                              N  examples of a task sequence (positions 0..N-1)
-    D  input dimension d                    O  output slots of a learner (2C for the ICL model, 1 for regression)
-    E  features per attention head          P  query positions computed (a subset of 0..N-1)
-    G  side of a decision-region grid       Q  query points (of a grid)
-    H  attention heads                      R  bootstrap resamples
-    K  nearest neighbours                   S  steps (of a scan, of SGD)
-    U  rules compared with a learner        V  singular values
-    W  width of a token or of the residual stream
+    A  anchors of a task                              M  reference vectors per class (pairwise tasks)
+    B  tasks (a batch, or any set of them)            N  examples of a task sequence (positions 0..N-1)
+    C  classes                                        O  output slots of a learner (2C for the ICL model, 1 regression)
+    D  input dimension d                              P  query positions computed (a subset of 0..N-1)
+    E  features per attention head                    Q  query points (of a grid; a task's held-out queries)
+    F  frequencies of the rotary position code        R  bootstrap resamples
+    G  side of a decision-region grid                 S  steps (of a scan, of SGD)
+    H  attention heads                                T  every query of joint inference (the pool's, then Q)
+    I  singular values of a context matrix            U  unlabeled examples (the pool of joint inference)
+    J  jobs (training runs) of a study                V  vocabulary entries (tokens; the values of an attribute)
+    K  nearest neighbours                             W  width of a token or of the residual stream
+    L  tokens of one transformer sequence             X  latent features of an object (two-modality world)
+                                                      Z  closed-form rules compared with a learner
+
+A name may also end in a digit for an axis of fixed size (`has_image_BL1`, `values_3`).
 """
 
 from __future__ import annotations

@@ -313,10 +313,10 @@ def unsupervised_icl(
     check_pool(cfg, u)
     check_labels(initial_U, x_BUD.shape[:2], num_classes, "initial_U")
     check_labels(initial_Q, x_BQD.shape[:2], num_classes, "initial_Q")
-    queries_BVD, self_BV = _queries(x_BUD, x_BQD)
+    queries_BTD, self_BT = _queries(x_BUD, x_BQD)
     labels_U, labels_Q = [jnp.asarray(initial_U)], [jnp.asarray(initial_Q)]
     for t, k in enumerate(jax.random.split(key, cfg.rounds)):
-        labels = icl_predict(learner, params, k, x_BUD, labels_U[-1], queries_BVD, self_BV, num_classes, cfg)[0]
+        labels = icl_predict(learner, params, k, x_BUD, labels_U[-1], queries_BTD, self_BT, num_classes, cfg)[0]
         labels_U.append(labels[:, :u])
         labels_Q.append(labels[:, u:])
         if on_round is not None:
@@ -338,10 +338,10 @@ def check_labels(labels: Any, shape: tuple[int, ...], num_classes: int | None, n
 def _queries(x_BUD: Array, x_BQD: Array) -> tuple[Array, Array]:
     """U and Q as one set of queries (one program, one call), with each query's index in the pool U (-1 for Q)."""
     b, u, _ = x_BUD.shape
-    self_BV = jnp.concatenate(
+    self_BT = jnp.concatenate(
         [jnp.broadcast_to(jnp.arange(u), (b, u)), jnp.full(x_BQD.shape[:2], -1, jnp.int32)], axis=1
     ).astype(jnp.int32)
-    return jnp.concatenate([x_BUD, x_BQD], axis=1), self_BV
+    return jnp.concatenate([x_BUD, x_BQD], axis=1), self_BT
 
 
 def supervised_icl(
@@ -359,8 +359,8 @@ def supervised_icl(
     u = x_BUD.shape[1]
     check_pool(cfg, u)
     check_labels(y_BU, x_BUD.shape[:2], num_classes, "y_BU")
-    queries_BVD, self_BV = _queries(x_BUD, x_BQD)
-    labels = icl_predict(learner, params, key, x_BUD, jnp.asarray(y_BU), queries_BVD, self_BV, num_classes, cfg)[0]
+    queries_BTD, self_BT = _queries(x_BUD, x_BQD)
+    labels = icl_predict(learner, params, key, x_BUD, jnp.asarray(y_BU), queries_BTD, self_BT, num_classes, cfg)[0]
     return labels[:, :u], labels[:, u:]
 
 

@@ -92,7 +92,7 @@ def class_id(values_3: Any) -> Any:
 
 
 class World(NamedTuple):
-    latents_AVL: np.ndarray  # [3, 8, 4]
+    latents_3VX: np.ndarray  # [3, 8, 4]
     offsets: np.ndarray  # [512, 12], one per class
     w1: np.ndarray  # [16, 64] the encoder g
     b1: np.ndarray
@@ -116,8 +116,8 @@ def world(seed: int, offset_scale: float) -> World:
 
 def encode(w: World, values_3: jax.Array, nuisance: jax.Array) -> jax.Array:
     """The noiseless image of an object [..., 3] with nuisance [..., 4] -> [..., 32]."""
-    latents_AVL = jnp.asarray(w.latents_AVL)
-    z = jnp.concatenate([latents_AVL[a, values_3[..., a]] for a in range(ATTRIBUTES)], -1)
+    latents_3VX = jnp.asarray(w.latents_3VX)
+    z = jnp.concatenate([latents_3VX[a, values_3[..., a]] for a in range(ATTRIBUTES)], -1)
     z = z + jnp.asarray(w.offsets)[class_id(values_3)]
     return jnp.tanh(jnp.concatenate([z, nuisance], -1) @ w.w1 + w.b1) @ w.w2
 
