@@ -6,7 +6,7 @@ Classification learners take int class ids and return per-class scores [B, N, C]
 class, as jnp.argmax) is the prediction; regression learners return predictions [B, N]. Everything is masked
 [P, N] context matrices (no loops over positions or tasks), jittable with the dataclass fields static.
 A classifier must be told C (`num_classes`, no default): the labels are traced values, so C cannot be read off them,
-and a guessed C would silently drop classes. PAPER.md §2.9 gives their reference accuracies on the paper's task
+and a guessed C would silently drop classes. docs/papers.md §2.9 gives their reference accuracies on the paper's task
 families.
 """
 

@@ -1,4 +1,4 @@
-"""Classical unsupervised baselines of the unsupervised-ICL analog (SEEDS_EXTENSIONS 3.3 (f)): k-means with k-means++
+"""Classical unsupervised baselines of the unsupervised-ICL analog (docs/papers.md section 9.3): k-means with k-means++
 seeding, and EM for an isotropic Gaussian mixture with one shared variance (the prototype families' own generator,
 so about the best any unsupervised method can do on them).
 

@@ -1,4 +1,4 @@
-"""Conditional neural process, the reference's "Amortization" learner (PAPER.md section 5.3).
+"""Conditional neural process, the reference's "Amortization" learner (docs/papers.md section 5.3).
 
     r_j = ff1([x_j ; onehot(y_j) padded to 2C])                  for context j < i
     c_i = ff2(mean_j r_j), or 0 for the empty context (ff2 skipped, as the reference)

@@ -32,7 +32,7 @@ def l2_normalize(e: Array) -> Array:
 def padded_log_probs(scores_BPC: Array, double_softmax: bool) -> Array:
     """Scores over C classes -> log-probabilities over the 2C slots of the reference (slots C..2C-1 at PAD_SCORE).
 
-    `double_softmax` keeps the reference's loss quirk (PAPER.md section 5.4): its MatchNet and ProtoNet return
+    `double_softmax` keeps the reference's loss quirk (docs/papers.md section 5.4): its MatchNet and ProtoNet return
     probabilities p = softmax(scores), and F.cross_entropy applies log-softmax to them again, so the loss is
     CE(softmax(p), y), floored near 0.744 for C=2. Without it the log-probabilities are log_softmax(scores).
     The argmax, hence the accuracy, is the same either way.

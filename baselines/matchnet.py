@@ -1,10 +1,10 @@
-"""Matching network (PAPER.md section 5.1): a learned embedding g, and per-class sums of query-support similarities.
+"""Matching network (docs/papers.md §5.1): a learned embedding g, and per-class sums of query-support similarities.
 
     g = Linear(d, h) -> LeakyReLU(0.01) -> Linear(h, d)          (the reference's MatchNet(d, d, d): h = d)
     score_k(x_i) = sum over context j < i with y_j = k of sim(g(x_i), g(x_j))
 
 No softmax over the support (a sum, not attention). sim is the cosine (umix.py and test.py, the canonical choice of
-PAPER.md section 11) or the plain dot product (the *_meta.py training scripts). The empty context scores 0 for every
+docs/papers.md §8) or the plain dot product (the *_meta.py training scripts). The empty context scores 0 for every
 class, so the prediction is class 0, as in the reference.
 """
 
@@ -40,7 +40,7 @@ class MatchNet(Learner):
     supports: ClassVar[tuple[str, ...]] = ("classification",)  # a capability (icl_meta.learners)
 
     similarity: str = "cosine"  # "dot": the *_meta.py scripts' version
-    double_softmax: bool = True  # the reference's loss quirk (PAPER.md section 5.4); False: plain log-softmax
+    double_softmax: bool = True  # the reference's loss quirk (docs/papers.md section 5.4); False: plain log-softmax
     hidden: int | None = None  # embedding MLP hidden width; None: d, as the reference
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""A small decoder-only multimodal language model (LLaVA's layout at toy scale, SEEDS_EXTENSIONS section 4.2): token
+"""A small decoder-only multimodal language model (LLaVA's layout at toy scale, docs/papers.md section 10.3): token
 embeddings plus an image projector (a 2-layer MLP, LLaVA-1.5's) added at the positions that carry an image, then the
 suite's own transformer stack (`icl_meta.transformer.Network`, GPT-2 blocks, causal softmax attention with rotary
 position embeddings) and a read-out to the vocabulary. Rotary rather than GPT-2's learned absolute positions (an

@@ -1,4 +1,4 @@
-"""Prototypical network (PAPER.md section 5.2): class means of embedded support examples, scored by distance.
+"""Prototypical network (docs/papers.md section 5.2): class means of embedded support examples, scored by distance.
 
     g = Linear(d, h) -> LeakyReLU(0.01) -> Linear(h, d)          (the reference's ProtoNet(d, d, d): h = d)
     p_k = mean of g(x_j) over context j < i with y_j = k        (the 0 vector when class k is absent)
@@ -38,7 +38,7 @@ class ProtoNet(Learner):
     supports: ClassVar[tuple[str, ...]] = ("classification",)  # a capability (icl_meta.learners)
 
     embed_query: bool = False  # the reference compares the raw query with embedded prototypes; True: embed it too
-    double_softmax: bool = True  # the reference's loss quirk (PAPER.md section 5.4); False: plain log-softmax
+    double_softmax: bool = True  # the reference's loss quirk (docs/papers.md section 5.4); False: plain log-softmax
     hidden: int | None = None  # embedding MLP hidden width; None: d, as the reference
 
     def __post_init__(self) -> None:

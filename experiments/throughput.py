@@ -254,7 +254,8 @@ def scaling_in_child(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 # The reference implementation (PyTorch, one pass per prefix, batch 128), run unmodified on this project's 2-core CPU
-# (issue 13): its training speed and its wall time to 0.925 mean accuracy over positions 2..49 on prototype tasks.
+# (measured once, not re-run): its training speed and its wall time to 0.925 mean accuracy over positions 2..49 on
+# prototype tasks.
 REFERENCE = {"task_positions_per_s": 7047, "time_to_quality_s": 200.0}
 QUALITY = 0.925
 # Time-to-quality recipes (icl-meta train options): the fast one the README recommends, and the paper-faithful ones.

@@ -114,7 +114,7 @@ class TaskFamily:
     sigma: float = 1.0
 
     name: ClassVar[str] = "?"
-    # The first position in the reference code's training loss for this family (PAPER.md section 4.2).
+    # The first position in the reference code's training loss for this family (docs/papers.md section 4.2).
     reference_loss_start: ClassVar[int] = 0
     # The registered learner name of the family's optimal closed-form rule (e.g. "ncm") in its default setting, the
     # algorithm the paper pairs with it; None where no simple rule is. Variants can move the optimum (anchors add a

@@ -1,4 +1,4 @@
-"""Meta-level curriculum learning (PAPER.md section 7.2): task-family parameters as pure functions of the step.
+"""Meta-level curriculum learning (docs/papers.md section 6.2): task-family parameters as pure functions of the step.
 
 A `Curriculum` maps field names of a task family (e.g. `active_dims`, the number of non-zero input dimensions of
 linear regression, or `sigma`, `r_min`, ... of any family) and the context length `n` to `Stepwise` schedules.

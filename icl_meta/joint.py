@@ -1,5 +1,5 @@
 """Joint inference over the labellings of an unlabeled set, for any prequential learner: the synthetic analog of
-"Large (Vision) Language Models are Unsupervised In-Context Learners" (Gadetsky et al.; SEEDS_EXTENSIONS 1 and 3.3).
+"Large (Vision) Language Models are Unsupervised In-Context Learners" (Gadetsky et al.; docs/papers.md §9.1 and 9.3).
 
 A prequential learner's one `predict` call on a labelled sequence returns log p(y_i | (x_j, y_j)_{j<i}, x_i) at
 every position i, so the joint log-likelihood of a labelling,

@@ -1,4 +1,4 @@
-"""Metrics of a predicted labelling of a task's points (SEEDS_EXTENSIONS 3.4), for unsupervised in-context learning
+"""Metrics of a predicted labelling of a task's points (docs/papers.md §9.4), for unsupervised in-context learning
 and the clustering baselines: raw and best-permutation accuracy, NMI and ARI, label-marginal entropy and collapse,
 gap recovered, and task-bootstrap summaries and paired comparisons of methods on the same tasks.
 

@@ -1,4 +1,4 @@
-"""Meta-level meta-learning, M2-ICL (PAPER.md sections 2.8, 7.3 and 8.6): MAML over domains for the ICL learner.
+"""Meta-level meta-learning, M2-ICL (docs/papers.md sections 2.8, 6.3 and 7.5): MAML over domains for the ICL learner.
 
 Each meta-step draws one domain, `support` and `query` tasks of it, adapts ALL the learner's weights by `inner_steps`
 full-batch SGD steps on the support tasks' loss (MSE over all positions: `train.loss_fn`), and returns the query tasks'
@@ -6,7 +6,7 @@ loss under the adapted weights; the trainer differentiates it (through the inner
 first-order) and applies its Adam step. So M2-ICL is `train.train(..., objective=MetaObjective(...))`: evaluation,
 checkpoints, resume and logging are the ordinary trainer's. The inner loop is `icl_meta.inner_loop.adapt`.
 
-Adaptation evaluation (the reference's `ft`, PAPER §11 row 15): on each unseen test domain, plain SGD on all
+Adaptation evaluation (the reference's `ft`, docs/papers.md §8 item 15): on each unseen test domain, plain SGD on all
 parameters with minibatches drawn from a pool of t tasks of that domain, then the per-position squared error on fresh
 query tasks of the same domain, with and without the adaptation.
 """
@@ -35,7 +35,7 @@ DIAGNOSTIC_DOMAINS = 16  # domains per meta-training diagnostic (the same ones a
 
 @dataclasses.dataclass(frozen=True)
 class MetaObjective:
-    """The M2-ICL meta-objective (PAPER §7.3: support 64, query 64, 5 inner SGD steps at lr 0.01, second order).
+    """The M2-ICL meta-objective (docs/papers.md §6.3: support 64, query 64, 5 inner SGD steps, lr 0.01, second order).
 
     Step keys: fold_in(key, 0) the domain, 1 the support tasks, 2 the query tasks, 3 the loss positions (the
     trainer's `step_positions`: all of [loss_start, stop) unless positions_per_step). `cfg.batch` is not used. The

@@ -236,7 +236,7 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
 def results_document(
     experiment: str, config: dict[str, Any], curves: list[dict[str, Any]], seed: int | None = None
 ) -> dict[str, Any]:
-    """The tidy results schema shared by every results.json (DESIGN.md section 6)."""
+    """The tidy results schema shared by every results.json (docs/reference.md, "Run directory")."""
     return {
         "experiment": experiment,
         "scale": config.get("scale"),

@@ -18,7 +18,7 @@ softmax over features times E^-1/2; k: softmax over the sequence; no output proj
 standard scaled dot-product.
 The `paper` preset is the reference "ICLer": width d+2C (no embedding, no positions, no layer norm), 8 layers of
 [attention + FF(4x, exact GELU)] with residuals, read-out Linear(width, 2C) without bias: 3,432 parameters for
-d=2, C=2, initialised as PyTorch's nn.Linear. The `gpt2` preset is Garg et al.'s GPT-2 backbone (PAPER.md section 7.1):
+d=2, C=2, initialised as PyTorch's nn.Linear. The `gpt2` preset is Garg et al.'s GPT-2 backbone (docs/papers.md §6.1):
 `block="gpt2"` (pre-LN blocks with a final LayerNorm, learned absolute positions, biases, tanh-GELU, GPT-2's N(0, 0.02)
 init with the residual projections scaled by 1/sqrt(2 depth)), softmax attention, the `interleaved` protocol,
 a Linear read-in to width 256 and a Linear read-out (PyTorch init): 9.5M parameters at 12 layers of width 256.

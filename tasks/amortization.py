@@ -1,4 +1,4 @@
-"""Amortization-based tasks ("ave", PAPER §2.3; optimal meta-learner: CNP).
+"""Amortization-based tasks ("ave", docs/papers.md §2.3; optimal meta-learner: CNP).
 
 Each task draws a centre w ~ N(0, I_d) and inputs x = w + sigma * eps. The label depends on
 s = sum_j (x_j - w_j) / sqrt(d), a projection on the FIXED normal (1,...,1)/sqrt(d) through the task's centre, so
@@ -48,7 +48,8 @@ class Amortization(TaskFamily):
 
     anchors (C=2 only): positions 0 and 1 hold x0 ~ N(w - 0.1, 0.1^2 I) and x1 ~ N(w + 0.1, 0.1^2 I), swapped by
         one coin per batch. "flipped" labels x0 class 0 and x1 class 1, which contradicts the rule (the reference's
-        umix.py / test.py `sample_ave`, PAPER §11 #3); "consistent" labels them by the rule; "none" = `sample_bin`.
+        umix.py / test.py `sample_ave`, docs/papers.md §8 item 3); "consistent" labels them by the rule; "none" =
+        `sample_bin`.
     """
 
     anchors: str = "none"

@@ -1,5 +1,5 @@
-"""Prototype tasks around global label anchors: a learner trained on them has a zero-shot prior (SEEDS_EXTENSIONS 3.1,
-"F1a anchored prototypes"), as a language model has for named labels.
+"""Prototype tasks around global label anchors: a learner trained on them has a zero-shot prior (docs/papers.md
+§9.2, "anchored prototypes"), as a language model has for named labels.
 
 Every task of the family shares C label anchors a_c (fixed by `anchor_seed`, pairwise `anchor_distance` apart). A task
 moves them: its prototypes are mu_c = R a_c + shift * delta_c, delta_c ~ N(0, I_d), with R a random rotation near the

@@ -1,17 +1,18 @@
-"""Domain-structured linear regression for meta-level meta-learning (M2-ICL, PAPER §2.8): tasks come in domains.
+"""Domain-structured linear regression for meta-level meta-learning (M2-ICL, docs/papers.md §2.8): tasks in domains.
 
 `weights="code"` (the reference's `improving/meta_train.py`, the default): a domain is an input map A ~ N(0, 1)^{d x d},
 a scalar bias b ~ N(0, 1) added to every coordinate and a weight scale s = task_scale * N(0, 1). A task of the domain
 draws z ~ N(0, sigma^2 I_d), x = z A + b (row vector times matrix), w ~ N(0, I_d) and y = s (x . w): within a domain
-x ~ N(b 1, sigma^2 A^T A) and s w ~ N(0, s^2 I). Meta-training uses task_scale 8, test domains task_scale 1 (PAPER §11
-row 14): `test_domains()`.
+x ~ N(b 1, sigma^2 A^T A) and s w ~ N(0, s^2 I). Meta-training uses task_scale 8, test domains task_scale 1
+(docs/papers.md §8 item 14): `test_domains()`.
 
 `weights="paper"`: the paper's text, "p_delta(tau) = N(mu_delta, Sigma_delta) with (mu_delta, Sigma_delta) ~ p(delta)":
 x ~ N(0, sigma^2 I_d), w ~ N(mu, Sigma), y = x . w. p(delta) is not given anywhere; the one used here is INFERRED:
 mu ~ N(0, I_d), Sigma = L L^T with L = N(0, 1)^{d x d} / sqrt(d) (so E[Sigma] = I). The paper tests on domains drawn
 from the same p(delta), so this variant has no weight scale and ignores `task_scale`.
 
-`sample(key, B, n)` draws ONE domain for the whole batch (the plain ICL baseline's training batch: PAPER §11 row 16);
+`sample(key, B, n)` draws ONE domain for the whole batch (the plain ICL baseline's training batch: docs/papers.md §8
+item 16);
 `sample_domain` and `sample_tasks` split the two levels for M2-ICL. Every method is pure and jittable.
 """
 

@@ -1,4 +1,4 @@
-"""Noiseless linear regression (Garg et al.'s task; PAPER §2.7), the meta-level curriculum's family.
+"""Noiseless linear regression (Garg et al.'s task; docs/papers.md §2.7), the meta-level curriculum's family.
 
 x ~ N(0, sigma^2 I_d) with the coordinates >= active_dims set to exactly 0 (the curriculum grows active_dims),
 w ~ N(0, I_d), y = x.w (+ optional Gaussian noise). `active_dims` may be a traced jnp integer, so a curriculum can

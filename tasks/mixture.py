@@ -1,4 +1,4 @@
-"""Mixed setting ("umix", PAPER §2.6): a batch of tasks drawn from several families.
+"""Mixed setting ("umix", docs/papers.md §2.6): a batch of tasks drawn from several families.
 
 The batch is split deterministically into contiguous blocks, one per component, of sizes given by the largest
 remainder of B * w_j / sum(w) (equal thirds when B is a multiple of 3, as the reference), and is NOT shuffled (as the
@@ -39,15 +39,15 @@ class Mixture(TaskFamily):
     components: family names (built with the mixture's d, num_classes and sigma), TaskFamily instances (kept; they
         must match d and num_classes), or {"name": ..., **hparams} dicts (what `hparams()` writes to config.json).
         The mixture's sigma is authoritative: every component takes it, so a sigma shift reaches all of them.
-        The default is the paper's canonical training mix (PAPER §11): proto without anchors, pairwise nc=1,
-        amortization without anchors; use instances for the reference's variants (e.g. flipped anchors).
+        The default is the paper's canonical training mix (docs/papers.md §8): proto without anchors, pairwise
+        nc=1, amortization without anchors; use instances for the reference's variants (e.g. flipped anchors).
     weights: positive relative sizes of the blocks, one per component.
     """
 
     components: tuple = ("prototype", "pairwise", "amortization")
     weights: tuple = (1.0, 1.0, 1.0)
 
-    reference_loss_start: ClassVar[int] = 2  # umix.py with the canonical start=2 (PAPER.md section 11)
+    reference_loss_start: ClassVar[int] = 2  # umix.py with the canonical start=2 (docs/papers.md section 8)
 
     def __post_init__(self) -> None:
         super().__post_init__()

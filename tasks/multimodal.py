@@ -1,4 +1,4 @@
-"""A synthetic two-modality world of image-text conversations (SEEDS_EXTENSIONS section 4.1): the data of the
+"""A synthetic two-modality world of image-text conversations (docs/papers.md section 10.2): the data of the
 multimodal ICL analog of "Towards Multimodal In-Context Learning for Vision & Language Models".
 
 World. An object has 3 attributes (color, shape, texture) of 8 values each; value v of attribute a has a fixed latent

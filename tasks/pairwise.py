@@ -1,9 +1,9 @@
-"""Pair-wise metric-based tasks ("sim", PAPER §2.2; optimal meta-learner: MatchNet).
+"""Pair-wise metric-based tasks ("sim", docs/papers.md §2.2; optimal meta-learner: MatchNet).
 
 Each task draws nc reference vectors per class, W[k, m] ~ N(0, I_d). An input x ~ N(0, sigma^2 I) gets the class
 whose normalised reference vectors have the largest summed cosine-like similarity with x/||x||_2. The reference
-normalises W by its L3 norm (`class_norm=3`, kept for faithfulness, PAPER §11 #2); `class_norm=2` is the usual
-cosine. The label ignores ||x||, so sigma only rescales the inputs.
+normalises W by its L3 norm (`class_norm=3`, kept for faithfulness, docs/papers.md §8 item 2); `class_norm=2` is
+the usual cosine. The label ignores ||x||, so sigma only rescales the inputs.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def pairwise_labels(x_ND: jax.Array, class_vectors_CMD: jax.Array, class_norm: f
 class Pairwise(TaskFamily):
     """params: `class_vectors` float32 [B, C, nc, d].
 
-    nc: reference vectors per class (the reference uses 1, 2 or 4 depending on the script, PAPER §2.2). nc=0
-        reproduces umix.py's start=0 bug: every score is 0 and every label is class 0 (PAPER §11 #1).
+    nc: reference vectors per class (the reference uses 1, 2 or 4 depending on the script, docs/papers.md §2.2).
+        nc=0 reproduces umix.py's start=0 bug: every score is 0 and every label is class 0 (docs/papers.md §8 item 1).
     class_norm: the p of the norm that normalises W (3 = the reference, 2 = cosine).
     unit_inputs: return x/||x||_2 instead of x (the reference's "sim0" variant is
         pairwise(nc=1, class_norm=2, unit_inputs=True)).

@@ -1,4 +1,4 @@
-"""Class-prototype metric-based tasks ("proto", PAPER §2.1; optimal meta-learner: ProtoNet).
+"""Class-prototype metric-based tasks ("proto", docs/papers.md §2.1; optimal meta-learner: ProtoNet).
 
 Each task draws C prototypes W_k ~ N(0, I_d). Inputs are generated in a balanced way around them
 (x = W_k + sigma * eps, ceil(N/C) points per prototype), and labelled by the NEAREST prototype, which is not

@@ -1,4 +1,4 @@
-"""Radius tasks ("rad", PAPER §2.4): an in-context problem whose optimal algorithm is none of the three families'.
+"""Radius tasks ("rad", docs/papers.md §2.4): an in-context problem whose optimal algorithm is no meta-learner's.
 
 Each task draws a radius r ~ U(r_min, r_max); inputs x ~ N(0, (c_d r sigma)^2 I_d) with c_d = 1/median(chi_d), so
 ||x|| / (c_d r) is chi_d-distributed at sigma=1 and the median of ||x|| is r: the classes are balanced in any d

@@ -1,4 +1,4 @@
-"""Domain-structured linear regression (PAPER §2.8): the stated distributions within and across domains, labels
+"""Domain-structured linear regression (docs/papers.md §2.8): the stated distributions within and across domains, labels
 recomputed from Episode.params, one domain per `sample` batch, the test domains, and bad input."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""The `gpt2` preset (Garg et al.'s GPT-2 in-context regression model, PAPER.md section 7.1) against an independent
+"""The `gpt2` preset (Garg et al.'s GPT-2 in-context regression model, docs/papers.md §6.1) against an independent
 float64 numpy GPT-2 written from the specification: interleaved tokens, Linear read-in, learned absolute positions,
 pre-LN blocks (causal multi-head softmax attention, tanh-GELU MLP), final LayerNorm, Linear read-out at the x tokens.
 Plus the prequential contract, `positions`, the parameter count and GPT-2's init, a short learning check, and the
-least-squares reference curve (PAPER.md section 2.7) on the same task family."""
+least-squares reference curve (docs/papers.md section 2.7) on the same task family."""
 
 from __future__ import annotations
 
@@ -230,7 +230,7 @@ def full_params():
 def test_parameter_count(full_params):
     expected = gpt2_param_count(d=20, width=256, depth=12, positions=202)
     assert expected == 9_534_977
-    assert count_params(full_params.weights) == expected  # about 9.5M, as PAPER.md section 7.1
+    assert count_params(full_params.weights) == expected  # about 9.5M, as docs/papers.md section 6.1
     tiny_params = tiny().init(jax.random.key(0), TaskSpec(D, None))
     assert count_params(tiny_params.weights) == gpt2_param_count(D, WIDTH, DEPTH, 2 * N)
 

@@ -1,5 +1,5 @@
-"""Short seeded CPU training runs learn their family's algorithm: the paper preset on prototype tasks (PAPER.md T2),
-ProtoNet and CNP on their own families (T5)."""
+"""Short seeded CPU training runs learn their family's algorithm: the paper preset on prototype tasks (docs/papers.md
+T2), ProtoNet and CNP on their own families (T5)."""
 
 import numpy as np
 import pytest
@@ -38,13 +38,13 @@ def test_paper_preset_on_prototype_tasks_reaches_nearest_class_mean(protocol, po
     ncm_rule = baselines.get("ncm", num_classes=2)
     ncm_values = evaluate.per_position(ncm_rule, None, family.spec, eval_episode(family, cfg))
     ncm = ncm_values.mean(0)
-    assert 0.90 < ncm[10:].mean() < 0.97  # the reference itself is sane on this eval set (PAPER: .936 over 2..49)
+    assert 0.90 < ncm[10:].mean() < 0.97  # the reference is sane on this eval set (papers.md §2.9: .936 over 2..49)
     worst = int(np.argmin(icl[10:] - ncm[10:])) + 10
     assert (icl[10:] >= ncm[10:] - 0.03).all(), f"context {worst}: icl {icl[worst]:.3f} vs ncm {ncm[worst]:.3f}"
     assert icl[2:].mean() > 0.9
 
 
-# Each meta-learner learns its own family's rule (PAPER.md target T5) in a few seconds of training.
+# Each meta-learner learns its own family's rule (docs/papers.md target T5) in a few seconds of training.
 @pytest.mark.parametrize(
     ("learner", "family_name", "reference", "steps", "lr"),
     [("protonet", "prototype", "ncm", 2000, 3e-3), ("cnp", "amortization", "averaging", 1500, 1e-3)],

@@ -1,4 +1,4 @@
-"""Trainable meta-learners (MatchNet, ProtoNet, CNP, MAML) against literal numpy re-computations of PAPER.md section 5
+"""Trainable meta-learners (MatchNet, ProtoNet, CNP, MAML) against literal numpy re-computations of docs/papers.md §5
 (a float64 loop over tasks and positions, from the weights read out of the params), plus the prequential contract,
 the trainer's loss and its gradients, and bad inputs."""
 
@@ -65,7 +65,7 @@ def episode():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# numpy float64 references, written from PAPER.md section 5
+# numpy float64 references, written from docs/papers.md section 5
 
 
 def layers64(params, key):

@@ -1,10 +1,10 @@
-"""The hand-crafted references of PAPER.md §2.9 on the exact generators (d=2, C=2, N=50, 20,000 tasks).
+"""The hand-crafted references of docs/papers.md §2.9 on the exact generators (d=2, C=2, N=50, 20,000 tasks).
 
-PAPER's table was computed once (seed 0, 20,000 tasks) with another RNG, so both it and these estimates carry
-sampling noise (std ~0.002-0.0035 per position); 0.01 is only 2-3 standard deviations of their difference. With
-200,000 tasks every entry checked here agrees to within 0.007, so nothing misses systematically; at 20,000 tasks
-(seed 0) two entries sit near the edge by chance: rad/1nn @2 (0.545; 0.5485 at 200,000 tasks, PAPER 0.555) and
-ave/ave @5 (0.873; exactly 0.866, PAPER 0.864).
+The table of docs/papers.md §2.9 was computed once (seed 0, 20,000 tasks) with another RNG, so both it and these
+estimates carry sampling noise (std ~0.002-0.0035 per position); 0.01 is only 2-3 standard deviations of their
+difference. With 200,000 tasks every entry checked here agrees to within 0.007, so nothing misses systematically; at
+20,000 tasks (seed 0) two entries sit near the edge by chance: rad/1nn @2 (0.545; 0.5485 at 200,000 tasks, table
+0.555) and ave/ave @5 (0.873; exactly 0.866, table 0.864).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ FAMILIES = {
     "rad": (tasks.get("radius", r_min=2.0, r_max=4.0), {"knn": {"k": 1}, "ncm": {}, "matching": {}, "averaging": {}}),
 }
 
-# PAPER.md §2.9, columns COLUMNS; None = not checked.
-# proto @0..@5 are skipped: the reference permutes positions with ONE permutation per batch (PAPER §2.1), so the
+# docs/papers.md §2.9, columns COLUMNS; None = not checked.
+# proto @0..@5 are skipped: the reference permutes positions with ONE permutation per batch (papers.md §2.1), so the
 # generating classes of the first positions (hence @0 = P(label 0), @1 and the small contexts after them) are those
 # of its single draw, whereas 40 batches average over 40 draws. Averaged, @2 and @5 come out lower (1nn .65 / .82
 # against the table's .730 / .854); conditioned on the table's draw (its @0 = .210 and 1nn @1 = .303 mean that
@@ -97,12 +97,12 @@ def test_reference_table(curves, family) -> None:
         measured = _columns(curves[family][learner])
         for column, want, got in zip(COLUMNS, expected, measured):
             if want is not None and abs(got - want) > TOL:
-                misses.append(f"{family}/{learner} @{column}: measured {got:.4f}, PAPER {want:.3f}")
+                misses.append(f"{family}/{learner} @{column}: measured {got:.4f}, table {want:.3f}")
     assert not misses, "\n".join(misses)
 
 
 def test_radius_non_metric_rules_are_near_chance(curves) -> None:
-    # PAPER: ncm / match / ave stay at ~.50-.56 at all positions on rad.
+    # docs/papers.md §2.9: ncm / match / ave stay at ~.50-.56 at all positions on rad.
     for learner in ("ncm", "matching", "averaging"):
         acc_N = curves["rad"][learner]
         assert 0.49 <= acc_N.min() and acc_N.max() <= 0.57, (learner, acc_N.min(), acc_N.max())
@@ -111,10 +111,10 @@ def test_radius_non_metric_rules_are_near_chance(curves) -> None:
 def test_amortization_averaging_curve_is_exact(curves) -> None:
     """With w ~ N(0, I) and sigma = 1, s_hat = s - mean of the i context s_j (s_j ~ N(0, 1)) has correlation
     rho_i = sqrt(i / (i + 1)) with s, so accuracy = 1 - arccos(rho_i) / pi; at i = 0, s_hat = s + 1.w/sqrt(d) gives
-    rho = 1/sqrt(2), i.e. 3/4 (PAPER's [COMPUTED] 0.745 is this, with sampling noise)."""
+    rho = 1/sqrt(2), i.e. 3/4 (the table's 0.745 (docs/papers.md §2.3) is this, with sampling noise)."""
     acc_N = curves["ave"]["averaging"]
     exact_N = np.array([0.75] + [1 - math.acos(math.sqrt(i / (i + 1))) / math.pi for i in range(1, N)])
-    assert abs(acc_N[0] - 0.745) <= TOL  # the prior-only accuracy, PAPER §2.3
+    assert abs(acc_N[0] - 0.745) <= TOL  # the prior-only accuracy, docs/papers.md §2.3
     np.testing.assert_allclose(acc_N, exact_N, atol=TOL)
     assert abs(acc_N.mean() - exact_N.mean()) < 0.003
 

@@ -265,7 +265,7 @@ def test_amortization_thresholds_do_not_depend_on_sigma():
 
 
 def test_amortization_prior_only_accuracy():
-    """Predicting from sign(1'x) alone scores 0.745 for d=2 (PAPER §2.9), since w ~ N(0, I)."""
+    """Predicting from sign(1'x) alone scores 0.745 for d=2 (docs/papers.md §2.9), since w ~ N(0, I)."""
     ep = big("amortization", "d2c2")
     guess = np.where(ep.x.sum(-1) > 0, 0, 1)
     assert abs((guess == ep.y).mean() - 0.745) < 0.01

@@ -26,7 +26,7 @@ ERF = np.vectorize(math.erf)
 
 
 def np_forward(weights: dict, tokens_LT: np.ndarray, mask_LL: np.ndarray, attention: str) -> np.ndarray:
-    """The reference ICLer on one sequence, written from PAPER.md section 3 with explicit per-query loops."""
+    """The reference ICLer on one sequence, written from docs/papers.md section 3 with explicit per-query loops."""
     w = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), weights)
     h = np.asarray(tokens_LT, np.float64)
     for layer in range(len(w["attention"])):
