@@ -1,19 +1,91 @@
-"""Figure 4 (meta-level curriculum) end to end at smoke scale: curves, histories, schedule, summary, reuse."""
+"""Figure 4 (meta-level curriculum) end to end at smoke scale: curves, histories, schedule, summary, claims, reuse,
+and --learners (a regression learner from outside the repository trained through it; a classification-only one
+refused)."""
 
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import fig4_curriculum
+from experiments import common, fig4_curriculum
+from icl_meta import evaluate, families, learners, study
+from icl_meta.claims import decide, problems
+from icl_meta.contracts import LearnerParams
+from icl_meta.errors import ConfigError, guarded
 from icl_meta.runs import read_json
 
 SMOKE = fig4_curriculum.SCALES["smoke"]
 
 
+@learners.register("outside_ls")
+@dataclasses.dataclass(frozen=True)
+class OutsideLeastSquares:
+    """A learner from outside the repository: least squares on the context, its prediction scaled by one trained
+    number (a learner without parameters has nothing for Figure 4 to pre-train: the figure refuses it)."""
+
+    supports: ClassVar[tuple[str, ...]] = ("regression",)
+
+    def init(self, key, spec):
+        return LearnerParams({"scale": jnp.ones(())}, spec)
+
+    def predict(self, params, x, y, positions=None):
+        return params.weights["scale"] * learners.build("least_squares").predict(None, x, y, positions)
+
+
+def argv_for(root, *extra):
+    return [
+        "--scale",
+        "smoke",
+        "--out",
+        str(root / "runs"),
+        "--figures",
+        str(root / "figures"),
+        "--no-progress",
+        *extra,
+    ]
+
+
 @pytest.fixture(scope="module")
 def fig4(tmp_path_factory):
     root = tmp_path_factory.mktemp("fig4")
-    argv = ["--scale", "smoke", "--out", str(root / "runs"), "--figures", str(root / "figures"), "--no-progress"]
-    return root, argv, fig4_curriculum.main(argv)
+    return root, argv_for(root), fig4_curriculum.main(argv_for(root))
+
+
+def claims_by_id(doc):
+    return {c["id"]: c for c in doc["claims"]}
+
+
+def check_claims(doc, suffix=""):
+    """Every claim follows the schema and its numbers are the paired differences of the summary's rows."""
+    settings = doc["config"]["settings"]
+    never, early = settings["steps"] + settings["eval_every"], settings["checkpoints"][0]
+    learner = "icl" if not suffix else suffix[2:]
+    rows = {(r["curriculum"], r["seed"]): r for r in doc["summary"] if r["learner"] == learner}
+    seeds = sorted({s for _, s in rows})
+    claims = claims_by_id(doc)
+    assert all(problems(c) == [] for c in doc["claims"])
+    for name, value in (
+        (f"T9_steps_to_half_d{suffix}", lambda r: never if r["steps_to_half_d"] is None else r["steps_to_half_d"]),
+        (f"T9_error_at_step_{early}{suffix}", lambda r: r[f"error_pos_ge_d_step{early}"]),
+    ):
+        diff = np.array([value(rows["none", s]) - value(rows["dims", s]) for s in seeds], float)
+        claim = claims[name]
+        assert claim["estimate"] == pytest.approx(diff.mean()) and claim["n"] == len(seeds)
+        lo, hi = claim["interval"]
+        assert lo <= claim["estimate"] <= hi and claim["compare"] == ">" and claim["threshold"] == 0
+        plateau = claim["preconditions"][0]
+        assert plateau["id"] == f"T9_plateau_precondition{suffix}" and plateau["threshold"] == 3
+        plateaus = [never if (p := rows["none", s]["plateau_steps"]) is None else p for s in seeds]
+        assert plateau["estimate"] == pytest.approx(np.mean(plateaus) / settings["interval"])
+        if claim["held"] is not None:
+            assert claim["held"] == (lo > 0)
+        assert claim["held"] == decide(claim)
+    censored = claims[f"T9_steps_to_half_d{suffix}"]["preconditions"][1]
+    reached = [rows["dims", s]["steps_to_half_d"] is not None for s in seeds]
+    assert censored["estimate"] == np.mean(reached) and censored["held"] == all(reached)
 
 
 @pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
@@ -23,6 +95,8 @@ def test_curves_cover_every_arm_seed_and_checkpoint(fig4):
     trained = [c for c in doc["curves"] if c["kind"] == "trained"]
     expected = {(a, s, c) for a in fig4_curriculum.ARMS for s in range(SMOKE.seeds) for c in SMOKE.checkpoints}
     assert {(c["curriculum"], c["seed"], c["step"]) for c in trained} == expected and len(trained) == len(expected)
+    assert {c["learner"] for c in trained} == {"icl"}
+    assert set(doc["config"]["runs"]) == {f"{a}_seed{s}" for a in fig4_curriculum.ARMS for s in range(SMOKE.seeds)}
     for curve in doc["curves"]:
         assert curve["metric"] == "squared_error" and curve["positions"] == list(range(SMOKE.n))
         assert all(lo <= m + 1e-9 <= hi + 2e-9 for lo, m, hi in zip(curve["lo"], curve["mean"], curve["hi"]))
@@ -33,7 +107,16 @@ def test_curves_cover_every_arm_seed_and_checkpoint(fig4):
 
 
 @pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
-def test_histories_follow_the_schedule(fig4):
+def test_icl_is_the_scales_gpt2(fig4):
+    _, _, doc = fig4
+    family = families.get("linear_regression", d=SMOKE.d)
+    model = fig4_curriculum.build(SMOKE, family.spec, "icl")
+    assert model == common.gpt2(SMOKE.width, SMOKE.depth, SMOKE.heads, SMOKE.n, positions=max(2 * SMOKE.n, 202))
+    assert doc["config"]["runs"]["dims_seed0"]["learner"] == learners.to_config(model)
+
+
+@pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
+def test_histories_follow_the_schedule_and_the_claims_their_numbers(fig4):
     _, _, doc = fig4
     schedule = fig4_curriculum.curriculum(SMOKE, "dims").get("active_dims")
     for history in doc["histories"]:
@@ -43,16 +126,17 @@ def test_histories_follow_the_schedule(fig4):
         else:
             assert set(history["active_dims"]) == {SMOKE.d}
         assert history["train_loss"][0] is None and all(v > 0 for v in history["train_loss"][1:])
-    rows = {(r["curriculum"], r["seed"]) for r in doc["summary"]}
-    assert rows == {(a, s) for a in fig4_curriculum.ARMS for s in range(SMOKE.seeds)}
-    claims = doc["claims"]
-    plateaus = [r["plateau_steps"] for r in doc["summary"] if r["curriculum"] == "none"]
-    assert claims["precondition"]["plateau_steps_none"] == plateaus
-    for name in ("steps_to_half_d", f"error_pos_ge_d_step{SMOKE.checkpoints[0]}"):
-        diff = claims[name]["difference_none_minus_dims"]
-        assert diff["mean"] == pytest.approx(np.mean(claims[name]["none"]) - np.mean(claims[name]["dims"]))
-        assert diff["lo"] <= diff["mean"] <= diff["hi"]
-        assert claims[name]["holds"] == (diff["lo"] > 0 and not claims[name]["dims_censored"])
+    rows = {(r["learner"], r["curriculum"], r["seed"]) for r in doc["summary"]}
+    assert rows == {("icl", a, s) for a in fig4_curriculum.ARMS for s in range(SMOKE.seeds)}
+    for row in doc["summary"]:  # recomputed from the curves and histories
+        (h,) = [h for h in doc["histories"] if (h["curriculum"], h["seed"]) == (row["curriculum"], row["seed"])]
+        assert row["plateau_steps"] == fig4_curriculum.plateau_steps(h, SMOKE.d)
+        assert row["steps_to_half_d"] == fig4_curriculum.time_to_quality(h, 0.5 * SMOKE.d)
+        for c in doc["curves"]:
+            if c["kind"] == "trained" and (c["curriculum"], c["seed"]) == (row["curriculum"], row["seed"]):
+                assert row[f"error_pos_ge_d_step{c['step']}"] == pytest.approx(np.mean(c["mean"][SMOKE.d :]), abs=1e-4)
+    assert [c["id"] for c in doc["claims"]] == ["T9_steps_to_half_d", f"T9_error_at_step_{SMOKE.checkpoints[0]}"]
+    check_claims(doc)
 
 
 @pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
@@ -69,12 +153,59 @@ def test_agreement_with_the_regression_rules_at_each_checkpoint(fig4):
 
 
 @pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
-def test_rerun_reuses_the_runs_and_checkpoint_curves(fig4):
+def test_rerun_reuses_the_runs_and_from_results_redecides(fig4):
     root, argv, doc = fig4
     logs = {p: p.read_text() for p in (root / "runs").glob("*/metrics.jsonl")}
     again = fig4_curriculum.main(argv)
     assert {p: p.read_text() for p in logs} == logs
     assert again["curves"] == doc["curves"] and again["histories"] == doc["histories"]
+    assert again["claims"] == doc["claims"]
+    saved = fig4_curriculum.main([*argv, "--from-results"])
+    assert saved["claims"] == doc["claims"] and saved["wall_s"] == again["wall_s"]
+
+
+@pytest.mark.slow  # a whole figure at smoke scale
+def test_a_regression_learner_from_outside_goes_through_the_figure(fig4, tmp_path):
+    outside = fig4_curriculum.main(argv_for(tmp_path, "--learners", "outside_ls"))
+    keys = {f"{a}_seed{s}__outside_ls" for a in fig4_curriculum.ARMS for s in range(SMOKE.seeds)}
+    assert {p.name for p in (tmp_path / "runs").iterdir()} == keys and set(outside["config"]["runs"]) == keys
+    trained = [c for c in outside["curves"] if c["kind"] == "trained"]
+    assert {c["learner"] for c in trained} == {"outside_ls"} and len(trained) == 2 * SMOKE.seeds * 2
+    family = families.get("linear_regression", d=SMOKE.d)
+    test = study.sample_test_sets({"x": family}, SMOKE.test_tasks, SMOKE.n, 0)["x"]
+    model = learners.build("outside_ls")
+    for curve in trained:  # recomputed from the parameters saved at the checkpoint
+        path = (
+            tmp_path / "runs" / f"{curve['curriculum']}_seed{curve['seed']}__outside_ls" / f"params_step{curve['step']}"
+        )
+        params = fig4_curriculum.load_params(path, model.init(jax.random.key(0), family.spec))
+        assert float(params.weights["scale"]) != 1.0  # trained
+        values = evaluate.per_position(model, params, family.spec, test)
+        np.testing.assert_allclose(curve["mean"], values.mean(0), rtol=1e-5, atol=1e-7)
+    assert {r["learner"] for r in outside["agreement"]} == {"outside_ls"}
+    ids = [c["id"] for c in outside["claims"]]
+    assert ids == ["T9_steps_to_half_d__outside_ls", f"T9_error_at_step_{SMOKE.checkpoints[0]}__outside_ls"]
+    check_claims(outside, "__outside_ls")
+    # with the figure's own learner: one claim set each, the bare ids for icl
+    _, _, doc = fig4
+    both = fig4_curriculum.Fig4Curriculum().claims({**doc, "summary": doc["summary"] + outside["summary"]})
+    assert [c.id for c in both] == [c["id"] for c in doc["claims"]] + ids
+
+
+def test_a_learner_the_figure_cannot_train_is_refused_in_one_line(tmp_path, capsys):
+    classifier = "handles classification tasks, not regression"
+    for name, reason in (
+        ("protonet", classifier),
+        ("ncm", classifier),
+        ("least_squares", "no parameters to pre-train"),
+    ):
+        with pytest.raises(ConfigError, match=reason) as err:
+            fig4_curriculum.main(argv_for(tmp_path, "--learners", f"icl,{name}"))
+        assert "\n" not in str(err.value) and name in str(err.value)
+    assert not (tmp_path / "runs").exists()  # refused before anything was trained
+    assert guarded(lambda: fig4_curriculum.main(argv_for(tmp_path, "--learners", "protonet"))) == 2  # as the script
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("icl-meta: error: learner 'protonet' handles classification")
 
 
 def test_plateau_is_the_first_evaluation_at_or_under_0_9_d():
