@@ -2,7 +2,7 @@
 JSON, PNG, wall time), results cached in a run directory by their settings, the GPT-2 learner builder, history
 columns, and Figure 2's settings (budgets, families, jobs and tables), which Figure 3 reuses.
 
-No figure script imports another one; what two of them need lives here or in `experiments.study`.
+No figure script imports another one; what two of them need lives here or in `icl_meta.study`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import tasks
+from experiments import spec
 from icl_meta import compile_cache, learners, study
+from icl_meta.claims import Claim
 from icl_meta.contracts import TaskFamily
 from icl_meta.errors import ConfigError, guarded
 from icl_meta.plotting import plot_agreement
@@ -143,7 +145,9 @@ class Budget:
 
 
 @dataclasses.dataclass(frozen=True)
-class Scale:
+class Scale(spec.Scale):
+    """Figure 2's settings at one scale (Figure 3 reuses the mixture's)."""
+
     budgets: dict[str, Budget]  # training family -> budget
     positions_per_step: int | None  # ICL and MAML train on this many random positions per step; None: all
     test_tasks: int
@@ -213,7 +217,7 @@ MIXTURE_SCALES: dict[str, Scale] = {
 
 def train_family(name: str, learner: str) -> TaskFamily:
     """The training distribution: pairwise uses nc=1 for an in-context model and nc=4 for the meta-learners, as the
-    reference's scripts (PAPER.md section 11, row 8; statistically the same task for C=2)."""
+    reference's scripts do (statistically the same task for C=2; docs/papers.md)."""
     if name == "pairwise":
         return tasks.get(name, nc=1 if in_context(learner) else 4)
     return tasks.get(name)
@@ -264,8 +268,8 @@ def single_jobs(scale: Scale, names: Sequence[str], seed: int) -> list[study.Job
 
 
 def training_mixture(sim_nc: int = 1, ave_anchors: str = "none") -> TaskFamily:
-    """The canonical training mixture of PAPER.md section 11 (equal thirds; pairwise nc=1, amortization without
-    anchors), or the reference code's variants."""
+    """The canonical training mixture (equal thirds; pairwise nc=1, amortization without anchors; docs/papers.md),
+    or the reference code's variants."""
     components = ("prototype", {"name": "pairwise", "nc": sim_nc}, {"name": "amortization", "anchors": ave_anchors})
     return tasks.get(MIXTURE, components=components)
 
@@ -298,6 +302,25 @@ def print_own_rule(summaries: dict[str, dict[str, Any]], seconds: float, wall_s:
                 f"{check['best_other']} {check['best_other_value']:.3f} (margin {check['margin']:+.3f}): "
                 + ("agrees most with the optimal rule" if check["held"] else "NOT closest to the optimal rule")
             )
+
+
+CHANCE = 0.5  # the accuracy of a guess on Figure 2's two-class tasks
+LEARNS_MARGIN = 0.05  # a learner learns a test family when its mean accuracy there is above CHANCE by this much
+
+
+def learns(table: list[dict[str, Any]], learner: str, test: str, train: str, tasks: int | None) -> Claim:
+    """The precondition of Figure 2's claims about `learner` (trained on `train`): it learns `test` tasks, its mean
+    accuracy over the reporting positions in the `study.mean_table` above chance by a fixed margin."""
+    row = next((r for r in table if r["learner"] == learner and r["test"] == test and r["train"] == train), None)
+    return Claim(
+        f"{learner}_learns_{test}" + ("" if train == test else f"_from_{train}"),
+        f"{learner} trained on {train} learns {test} tasks: mean accuracy above chance ({CHANCE}) + {LEARNS_MARGIN}",
+        None if row is None else row["mean"],
+        ">",
+        CHANCE + LEARNS_MARGIN,
+        n=tasks,
+        method=f"mean accuracy over positions {row['positions'] if row else '?'} of the held-out test tasks",
+    )
 
 
 def print_table(table: list[dict[str, Any]], rows: Sequence[str], cols: Sequence[str], train: str | None) -> None:
