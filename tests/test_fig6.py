@@ -1,13 +1,17 @@
-"""Figure 6 (M2-ICL vs ICL, domain adaptation) end to end at smoke scale: curves, summary, step times, PNG, reuse."""
+"""Figure 6 (M2-ICL vs ICL, domain adaptation) end to end at smoke scale: curves, summary, claims, step times, PNG,
+reuse, --from-results, the diagnosis; and the claims decided on constructed numbers."""
 
+import numpy as np
 import pytest
 
 from experiments import fig6_metameta as fig6
-from icl_meta.cli import FIGURES
+from experiments import spec
+from icl_meta import claims as claims_lib
 from icl_meta.errors import ConfigError
 from icl_meta.runs import read_json
 
 SMOKE = fig6.SCALES["smoke"]
+T10 = ("T10a_vs_icl_adapted", "T10a_vs_icl", "T10b_advantage_positive", "T10_advantage_small_at_largest_t")
 
 
 @pytest.fixture(scope="module")
@@ -17,10 +21,15 @@ def fig(tmp_path_factory):
     return root, argv, fig6.main(argv)
 
 
+def claims_by_id(doc):
+    return {c["id"]: c for c in doc["claims"]}
+
+
 @pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
 def test_curves_cover_every_learner_and_pool(fig):
     root, _, doc = fig
-    assert {"experiment", "scale", "config", "provenance", "curves", "histories", "summary", "step_times"} <= set(doc)
+    keys = {"experiment", "scale", "config", "provenance", "curves", "histories", "summary", "step_times", "claims"}
+    assert keys <= set(doc)
     keys = [(c["learner"], c["adapt_tasks"], c["seed"]) for c in doc["curves"] if c["kind"] == "trained"]
     assert sorted(keys) == sorted((name, t, 0) for name in fig6.LEARNERS for t in SMOKE.pools)
     (ls,) = [c for c in doc["curves"] if c["kind"] == "reference"]
@@ -43,7 +52,7 @@ def test_curves_cover_every_learner_and_pool(fig):
 
 
 @pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
-def test_runs_summary_and_step_times(fig):
+def test_runs_summary_claims_and_step_times(fig):
     root, _, doc = fig
     runs = doc["config"]["runs"]
     assert runs["m2icl_seed0"]["objective"]["name"] == "m2icl" and runs["icl_seed0"]["objective"] is None
@@ -58,36 +67,92 @@ def test_runs_summary_and_step_times(fig):
         assert row["relative_advantage"] == pytest.approx(relative, abs=2e-4)
         mean, lo, hi = row["difference_vs_icl_adapted"]
         assert lo <= mean <= hi
-    (check,) = doc["summary"]["checks"]
-    assert set(check["relative_advantage_by_t"]) == {str(t) for t in SMOKE.pools}
-    assert isinstance(check["a_m2icl_adapted_best_at_smallest_t"], bool)
-    checks = doc["preconditions"]
-    assert set(checks) == {"m2icl_seed0", "icl_seed0"} and "query_after_fall" not in checks["icl_seed0"]
-    for check in checks.values():
-        curve = check["training_domains_curve"]
-        ratio = curve["mean"][-1] / curve["mean"][0]
-        assert check["last_over_first_position"] == pytest.approx(ratio, abs=1e-4)
-        assert check["learns_in_context"] == (check["last_over_first_position"] <= fig6.IN_CONTEXT_RATIO)
-    fall = checks["m2icl_seed0"]["query_after_fall"]
-    assert checks["m2icl_seed0"]["meta_objective_falls"] == (fall >= fig6.QUERY_FALL)
+    # The preconditions' numbers, recomputed from the saved curve and history.
+    pre = doc["preconditions"]
+    assert set(pre) == {"m2icl_seed0", "icl_seed0"} and "query_after_fall" not in pre["icl_seed0"]
+    for record in pre.values():
+        curve = record["training_domains_curve"]
+        assert record["last_over_first_position"] == pytest.approx(curve["mean"][-1] / curve["mean"][0], abs=1e-4)
+    (meta,) = [h for h in doc["histories"] if h["arm"] == "m2icl"]
+    query = meta["objective_query_after"]
+    assert pre["m2icl_seed0"]["query_after_fall"] == pytest.approx(1 - query[-1] / query[0], abs=1e-4)
+    # The claims: every T10 claim's estimate recomputed from the curves, its preconditions the three run claims.
+    got = claims_by_id(doc)
+    small, large = SMOKE.pools[0], SMOKE.pools[-1]
+    assert set(got) == {*T10, f"T10b_shrinks_t{small}_t{large}", "T10c_m2icl_unadapted_worse"}
+    mean = {
+        (c["learner"], c["adapt_tasks"]): float(np.mean(c["mean"])) for c in doc["curves"] if c["kind"] == "trained"
+    }
+    adv = {t: (mean["icl_adapted", t] - mean["m2icl_adapted", t]) / mean["icl_adapted", t] for t in SMOKE.pools}
+    assert got["T10a_vs_icl_adapted"]["estimate"] == pytest.approx(
+        mean["icl_adapted", small] - mean["m2icl_adapted", small]
+    )
+    assert got["T10a_vs_icl"]["estimate"] == pytest.approx(mean["icl", small] - mean["m2icl_adapted", small])
+    assert got["T10b_advantage_positive"]["estimate"] == pytest.approx(adv[small])
+    assert got["T10b_advantage_positive"]["estimate"] == pytest.approx(rows[0]["relative_advantage"], abs=2e-4)
+    assert got[f"T10b_shrinks_t{small}_t{large}"]["estimate"] == pytest.approx(adv[small] - adv[large])
+    assert got["T10_advantage_small_at_largest_t"]["estimate"] == pytest.approx(abs(adv[large]))
+    assert got["T10c_m2icl_unadapted_worse"]["estimate"] == pytest.approx(mean["m2icl", small] - mean["icl", small])
+    for record in doc["claims"]:
+        assert claims_lib.problems(record) == []
+        ids = {p["id"]: p for p in record["preconditions"]}
+        assert {
+            "m2icl_seed0_learns_in_context",
+            "m2icl_seed0_meta_objective_falls",
+            "icl_seed0_learns_in_context",
+        } <= set(ids)
+        assert ids["m2icl_seed0_learns_in_context"]["estimate"] == pytest.approx(
+            pre["m2icl_seed0"]["last_over_first_position"], abs=1e-4
+        )
+        assert ids["m2icl_seed0_meta_objective_falls"]["estimate"] == pytest.approx(
+            pre["m2icl_seed0"]["query_after_fall"], abs=1e-4
+        )
     times = doc["step_times"]
     assert all(times[k] > 0 for k in ("m2icl_second_order", "m2icl_first_order", "icl"))
     assert times["second_order_over_icl"] == pytest.approx(times["m2icl_second_order"] / times["icl"], rel=0.02)
 
 
-def test_t10_checks():
-    def by_t(m2_adapted, icl_adapted):
-        return {t: {"m2icl_adapted": a, "icl_adapted": b, "m2icl": 5.0, "icl": 4.0}
-                for t, a, b in zip((16, 64, 256), m2_adapted, icl_adapted)}  # fmt: skip
+def constructed(m2_adapted, icl_adapted, *, m2=5.0, icl=4.0, ratio=0.2, fall=0.5):
+    """A results document with the numbers the claims read: each learner's curve flat at its value per pool size."""
+    pools = (16, 64, 256)
+    curves = [
+        {"learner": name, "adapt_tasks": t, "seed": 0, "kind": "trained", "mean": [value, value]}
+        for t, a, b in zip(pools, m2_adapted, icl_adapted)
+        for name, value in (("m2icl_adapted", a), ("m2icl", m2), ("icl_adapted", b), ("icl", icl))
+    ]
+    curves.append({"learner": "least_squares", "adapt_tasks": None, "kind": "reference", "mean": [1.0, 0.0]})
+    histories = [{"arm": "m2icl", "seed": 0, "objective_query_after": [10.0, None, 10.0 * (1 - fall)]}]
+    histories.append({"arm": "icl", "seed": 0})
+    pre = {run: {"training_domains_curve": {"mean": [1.0, 0.7, ratio]}} for run in ("m2icl_seed0", "icl_seed0")}
+    config = {"seeds": [0], "settings": {"pools": list(pools), "test_domains": 24}}
+    return {"config": config, "curves": curves, "histories": histories, "preconditions": pre}
 
-    good = fig6.t10_checks(by_t((1.0, 1.5, 1.96), (2.0, 2.0, 2.0)), 0)
-    assert good["a_m2icl_adapted_best_at_smallest_t"] and good["b_advantage_shrinks_with_t"]
-    assert good["relative_advantage_by_t"] == {"16": 0.5, "64": 0.25, "256": 0.02}
-    assert good["advantage_at_largest_t_below_5pct"] and good["c_m2icl_unadapted_worse_than_icl"]
-    bad = fig6.t10_checks(by_t((4.5, 1.0, 1.9), (5.0, 2.0, 2.0)), 0)  # beats icl_adapted, not icl; grows at t=64
-    assert not bad["a_m2icl_adapted_best_at_smallest_t"] and not bad["b_advantage_shrinks_with_t"]
-    worse = fig6.t10_checks(by_t((2.1, 2.2, 2.3), (2.0, 2.0, 2.0)), 0)  # a disadvantage that grows is no shrinking
-    assert not worse["a_m2icl_adapted_best_at_smallest_t"] and not worse["b_advantage_shrinks_with_t"]
+
+def held(doc):
+    return {c.id: c.held for c in fig6.Fig6MetaMeta().claims(doc)}
+
+
+def test_t10_claims_on_constructed_numbers():
+    good = held(constructed((1.0, 1.5, 1.96), (2.0, 2.0, 2.0)))  # relative advantage 0.5, 0.25, 0.02
+    assert all(good.values()) and set(good) == {*T10, "T10b_shrinks_t16_t64", "T10b_shrinks_t64_t256",
+                                                "T10c_m2icl_unadapted_worse"}  # fmt: skip
+    claims = {c.id: c for c in fig6.Fig6MetaMeta().claims(constructed((1.0, 1.5, 1.96), (2.0, 2.0, 2.0)))}
+    assert claims["T10b_shrinks_t16_t64"].estimate == pytest.approx(0.25)
+    assert claims["T10_advantage_small_at_largest_t"].estimate == pytest.approx(0.02)
+    # Beats icl_adapted but not icl at t=16; the advantage grows from 16 to 64; 5% at the largest t is not below 5%.
+    bad = held(constructed((4.5, 1.0, 1.9), (5.0, 2.0, 2.0)))
+    assert bad["T10a_vs_icl_adapted"] and not bad["T10a_vs_icl"] and bad["T10b_advantage_positive"]
+    assert not bad["T10b_shrinks_t16_t64"] and bad["T10b_shrinks_t64_t256"]
+    assert not bad["T10_advantage_small_at_largest_t"]
+    # A disadvantage that grows is no shrinking: the shrink claims are not tested without an advantage at t=16.
+    worse = held(constructed((2.1, 2.2, 2.3), (2.0, 2.0, 2.0), m2=3.0, icl=4.0))
+    assert not worse["T10a_vs_icl_adapted"] and not worse["T10b_advantage_positive"]
+    assert worse["T10b_shrinks_t16_t64"] is None and worse["T10b_shrinks_t64_t256"] is None
+    assert not worse["T10c_m2icl_unadapted_worse"]
+    # A precondition that fails leaves every claim untested: ICL does not learn in context; the meta-objective stalls.
+    assert set(held(constructed((1.0, 1.5, 1.96), (2.0, 2.0, 2.0), ratio=0.6)).values()) == {None}
+    assert set(held(constructed((1.0, 1.5, 1.96), (2.0, 2.0, 2.0), fall=0.2)).values()) == {None}
+    assert all(held(constructed((1.0, 1.5, 1.96), (2.0, 2.0, 2.0), ratio=0.5, fall=0.3)).values())  # at the bounds
 
 
 @pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
@@ -99,11 +164,20 @@ def test_rerun_reuses_runs_and_adaptation_results(fig):
     again = fig6.main(argv)
     assert {p: p.read_text() for p in files} == files
     assert again["curves"] == doc["curves"] and again["step_times"] == doc["step_times"]
-    assert again["summary"] == doc["summary"]
+    assert again["summary"] == doc["summary"] and again["claims"] == doc["claims"]
+
+
+@pytest.mark.slow  # a whole figure (or benchmark) at smoke scale, or training to quality
+def test_from_results_redecides_the_claims(fig):
+    root, argv, _ = fig
+    saved = read_json(root / "figures" / "fig6_metameta_smoke.json")
+    again = fig6.main([*argv, "--from-results"])
+    assert again["claims"] == saved["claims"] and again["wall_s"] == saved["wall_s"]
+    assert again["curves"] == saved["curves"] and again["summary"] == saved["summary"]
 
 
 def test_reproduce_knows_fig6():
-    assert FIGURES["fig6"] == ("experiments.fig6_metameta",)
+    assert spec.discover()["fig6"] == [fig6.Fig6MetaMeta]
     assert SMOKE.icl_batch == SMOKE.support + SMOKE.query  # the ICL arm sees as many tasks per step
 
 
@@ -124,7 +198,13 @@ def test_diagnosis_logs_the_meta_training_and_the_preconditions(tmp_path, monkey
     assert plain["last_over_first_position"] == pytest.approx(curve["mean"][-1] / curve["mean"][0], abs=1e-4)
     assert "query_after_fall" not in plain and read_json(tmp_path / "runs" / "diagnose" / "icl_task_scale_1_steps4" /
                                                          "config.json")["task"]["task_scale"] == 1.0  # fmt: skip
+    got = claims_by_id(doc)
+    assert set(got) == {"m2icl_learns_in_context", "m2icl_meta_objective_falls", "icl_task_scale_1_learns_in_context"}
+    assert got["m2icl_meta_objective_falls"]["estimate"] == pytest.approx(1 - query[-1] / query[0])
+    assert got["icl_task_scale_1_learns_in_context"]["estimate"] == pytest.approx(curve["mean"][-1] / curve["mean"][0])
+    assert all(c["held"] is not None and c["held"] == claims_lib.decide(c) for c in doc["claims"])
     assert (tmp_path / "fig6_diagnostics_smoke.png").stat().st_size > 20_000
+    assert (tmp_path / "fig6_diagnostics_smoke.json").exists() and not (tmp_path / "fig6_metameta_smoke.json").exists()
 
 
 def test_diagnose_needs_a_positive_step_count(tmp_path):
