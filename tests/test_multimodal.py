@@ -8,11 +8,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
 import baselines
 import tasks
 from experiments import multimodal as mmx
-from icl_meta.errors import ConfigError
+from icl_meta.claims import problems
+from icl_meta.claims import records as records_of
+from icl_meta.errors import ConfigError, guarded
 from icl_meta.sequence_loss import MaskedNextToken
 from icl_meta.train import TrainConfig, train
 from tasks import multimodal as mm
@@ -304,6 +307,13 @@ def records_for(values: dict[tuple[str, str], list[float]]):
     ]  # fmt: skip
 
 
+def decided(values: dict[tuple[str, str], list[float]], models: list[str]) -> dict[str, dict]:
+    """The claims on fs decided from records of these values, by id (through the JSON, as --from-results reads)."""
+    records = records_for(values)
+    doc = json.loads(json.dumps({"comparisons": {"fs": mmx.comparisons(records, models, "fs")}}))
+    return {r["id"]: r for r in records_of(mmx.Multimodal().claims(doc))}
+
+
 def test_claims_follow_the_numbers():
     good = {
         ("base", "fs"): [0.50, 0.52, 0.49], ("base", "zs"): [0.90, 0.91, 0.89],
@@ -313,34 +323,66 @@ def test_claims_follow_the_numbers():
         ("icl_mc", "fs"): [0.7, 0.7, 0.75], ("icl_mc", "zs"): [0.9, 0.9, 0.9],
     }  # fmt: skip
     models = ["base", "icl", "icl_no_replay", "icl_incoherent", "icl_mc"]
-    out = mmx.claims(records_for(good), models)
-    assert len(out) == 5 and all(c["held"] for c in out.values()), {k: c["held"] for k, c in out.items()}
-    assert out["icl_gains_every_family"]["mean_gain"] == pytest.approx(0.32, abs=1e-3)
+    out = decided(good, models)
+    families = [f"fs/icl_gains/{f}" for f in mmx.FAMILIES]
+    assert set(out) == {
+        "fs/base_fails_in_context", "fs/base_zero_shot_strong", *families, "fs/icl_mean_gain",
+        "fs/replay_preserves_zero_shot", "fs/no_replay_loses_zero_shot", "fs/coherent_beats_incoherent",
+        "fs/full_mix_beats_icl_mc",
+    }  # fmt: skip
+    assert all(c["held"] is True and problems(c) == [] for c in out.values()), {k: c["held"] for k, c in out.items()}
+    gain = np.asarray(good["icl", "fs"]) - np.asarray(good["base", "fs"])  # per seed, the same in every family
+    half = stats.t.ppf(0.975, 2) * gain.std(ddof=1) / np.sqrt(3)
+    for claim in (out[f] for f in families):
+        assert claim["estimate"] == pytest.approx(gain.mean(), abs=1e-4) and claim["n"] == 3
+        assert claim["interval"] == pytest.approx([gain.mean() - half, gain.mean() + half], abs=1e-4)
+    assert out["fs/icl_mean_gain"]["estimate"] == pytest.approx(0.32, abs=1e-3)
+    assert out["fs/icl_mean_gain"]["interval"] is None  # its threshold is on the mean
+    zs_change = np.mean(np.asarray(good["icl", "zs"]) - np.asarray(good["base", "zs"]))
+    assert out["fs/replay_preserves_zero_shot"]["estimate"] == pytest.approx(zs_change, abs=1e-4)
     bad = dict(good)
     bad["icl", "zs"] = [0.80, 0.82, 0.79]  # replay no longer preserves zero-shot
     bad["base", "fs"] = [0.70, 0.72, 0.69]  # the base model is no longer near chance
-    out = mmx.claims(records_for(bad), models)
-    assert not out["replay_preserves_zero_shot"]["held"] and not out["base_fails_in_context"]["held"]
-    assert out["coherent_beats_incoherent"]["held"] and out["full_mix_beats_single_types"]["held"]
+    out = decided(bad, models)
+    assert out["fs/replay_preserves_zero_shot"]["held"] is False and out["fs/base_fails_in_context"]["held"] is False
+    assert out["fs/coherent_beats_incoherent"]["held"] and out["fs/full_mix_beats_icl_mc"]["held"]
+    assert out["fs/base_zero_shot_strong"]["held"] and out["fs/no_replay_loses_zero_shot"]["held"]
     bad["icl_incoherent", "fs"] = [0.85, 0.86, 0.83]  # incoherent shots as good as coherent ones
     bad["icl_mc", "fs"] = [0.9, 0.9, 0.9]  # a single-type mix better than the full one
-    out = mmx.claims(records_for(bad), models)
-    assert not out["coherent_beats_incoherent"]["held"] and not out["full_mix_beats_single_types"]["held"]
+    out = decided(bad, models)
+    assert out["fs/coherent_beats_incoherent"]["held"] is False and out["fs/full_mix_beats_icl_mc"]["held"] is False
+    bad["base", "zs"] = [0.5, 0.6, 0.55]  # the base model does not answer zero-shot either
+    assert decided(bad, models)["fs/base_zero_shot_strong"]["held"] is False
+
+
+def test_a_failed_precondition_leaves_every_claim_on_its_benchmark_untested():
+    values = {
+        ("text", "fs_text"): [0.9, 0.95, 0.92], ("icl", "fs_tuning"): [0.7, 0.75, 0.5],  # mean 0.65: holds
+        ("base", "fs"): [0.50, 0.52, 0.49], ("base", "zs"): [0.90, 0.91, 0.89],
+        ("icl", "fs"): [0.80, 0.85, 0.82], ("icl", "zs"): [0.90, 0.90, 0.89],
+    }  # fmt: skip
+    models = ["text", "base", "icl"]
+    out = decided(values, models)
+    pre = out["fs/icl_mean_gain"]["preconditions"]
+    assert [p["id"] for p in pre] == ["fs/text_lm_learns_in_context", "fs/icl_tuning_teaches_icl"]
+    assert pre[1]["estimate"] == pytest.approx(0.65, abs=1e-4) and pre[1]["interval"] is None  # on the mean
+    assert all(c["held"] is True for c in out.values())
+    values["icl", "fs_tuning"] = [0.6, 0.55, 0.5]  # ICL tuning did not teach ICL
+    out = decided(values, models)
+    assert out and all(c["held"] is None and problems(c) == [] for c in out.values())
 
 
 def test_bad_experiment_input_is_one_line_and_writes_nothing(tmp_path, capsys):
-    from experiments.common import script
-
     figures = tmp_path / "figures"
     for argv, message in [
         (["--stages", "text,stage9"], "--stages: unknown stage9; accepted: text"),
         (["--benchmarks", "fs,mme"], "--benchmarks: unknown mme; accepted: fs"),
         (["--stages", "icl"], "stage icl starts from stage base, which has no checkpoint"),
+        (["--seeds", "0"], "--seeds must be an integer >= 1"),
     ]:
-        with pytest.raises(SystemExit) as exit_info:
-            script(lambda argv=argv: mmx.main(["--scale", "smoke", "--out", str(tmp_path / "runs"),
-                                               "--figures", str(figures), *argv]))  # fmt: skip
-        assert exit_info.value.code == 2
+        code = guarded(lambda argv=argv: mmx.main(["--scale", "smoke", "--out", str(tmp_path / "runs"),
+                                                   "--figures", str(figures), *argv]))  # fmt: skip
+        assert code == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
     assert not figures.exists() and not (tmp_path / "runs").exists()
@@ -356,6 +398,17 @@ def test_smoke_scale_end_to_end(tmp_path):
     assert {r["family"] for r in saved["records"]} == {*mmx.FAMILIES, "tuning"}  # fs_tuning: one tuning group
     assert all(np.isfinite(r["accuracy"]) and r["episodes"] > 0 for r in saved["records"])
     assert 0 <= saved["eval_share"] < 1 and all(s["steps_per_s"] > 0 for s in saved["stages"])
+    # the claims: in the schema, on numbers recomputed from the records, and re-decided alike from the saved JSON
+    claims = {c["id"]: c for c in saved["claims"]}
+    assert claims and all(problems(c) == [] for c in claims.values())
+    for f in mmx.FAMILIES:
+        gain = [np.mean([r["accuracy"] for r in saved["records"] if (r["model"], r["benchmark"], r["family"],
+                r["variant"]) == (m, "fs", f, "none")]) for m in ("icl", "base")]  # fmt: skip
+        assert claims[f"fs/icl_gains/{f}"]["estimate"] == pytest.approx(gain[0] - gain[1], abs=1e-4)
+    text = saved["comparisons"]["fs"]["preconditions"]["text_lm_learns_in_context"]["accuracy"]["mean"]
+    assert claims["fs/icl_mean_gain"]["preconditions"][0]["estimate"] == text
+    again = mmx.main(["--scale", "smoke", "--figures", str(tmp_path), "--from-results"])
+    assert again["claims"] == saved["claims"]
     # Again, for one stage and one benchmark: the finished stages are reused, not retrained (no run file changes)
     metrics = {path: path.read_bytes() for path in (tmp_path / "runs").rglob("metrics.jsonl")}
     again = mmx.main(
