@@ -1,47 +1,36 @@
-"""Figure 3: generalisation of the mixture-trained learners, to shifted inputs and to an unseen task type, and the ICL
-model's decision regions (PAPER.md sections 2.4, 2.5 and 8.4, targets T7 and T8).
+"""Figure 3: generalisation of the mixture-trained learners, to shifted inputs and to an unseen task type, and the
+in-context model's decision regions.
 
-    icl-meta reproduce fig3 --scale cpu                     # this script
+    icl-meta reproduce fig3 --scale cpu                     # this experiment
     python -m experiments.fig3_generalization --scale cpu   # the same; --learners icl,protonet for a subset
 
-The learners are Figure 2 (bottom)'s: ICL, MatchNet, ProtoNet, CNP and MAML trained on the canonical mixture
-(fig2_mixture.py's runs, loaded from `--out`, default runs/fig2/SCALE; trained there first if missing).
-(a) distribution shift: each learner and each closed-form rule tested on prototype, pairwise (nc=4) and amortization
-tasks with the input scale sigma = 1..5 (trained at 1); the summary is the mean accuracy over all positions.
-(b) unseen task type: radius tasks, r ~ U(2, 4), whose best in-context algorithm (1-NN-like) is none of the three.
-(c) decision regions: ICL's predicted class on a grid around one 2-d task of each of the four families, given the
-task's first `--context` examples, against the task's true rule.
-(d) which algorithm each learner runs: its argmax agreement with each closed-form rule (ncm, matching, averaging, 1-NN,
-3-NN) on the first 256 tasks of the sets of (a) (ICL's at every sigma, the others' at the lowest and highest) and
-(b) (`icl_meta.agreement`), and whether it agrees most with the family's optimal rule at each sigma.
+The learners are Figure 2 (bottom)'s (default ICL, MatchNet, ProtoNet, CNP and MAML; any registered classification
+learner with --learners), trained on the canonical mixture: fig2_mixture's runs, loaded from `--out` (default
+runs/fig2/SCALE), trained there first if missing. They and the closed-form rules are tested on
+(a) prototype, pairwise (nc=4) and amortization tasks with the input scale sigma (trained at 1), mean accuracy over all
+positions; (b) radius tasks, r ~ U(2, 4), an unseen task type whose best in-context rule (1-NN-like) is none of the
+three, mean over positions 2..N-1. (c) The first in-context model's (capability `in_context_model`) predicted class on
+a grid around one 2-d task of each of the four families, given its first `--context` examples, against the true rule.
+(d) Which rule each learner runs: its argmax agreement with ncm, matching, averaging, 1-NN and 3-NN on the first 256
+tasks of the sets of (a) (an in-context model's at every sigma, the others' at the lowest and highest) and (b).
+Claims: T7 and T8 (docs/papers.md) and the own-rule checks, each only where its learner learns the unshifted tasks.
 Outputs in `--figures`: fig3_generalization_SCALE.json, fig3_shift_SCALE.png, fig3_radius_SCALE.png,
-fig3_regions_SCALE.png and fig3_regions_SCALE.npz (the region grids the PNG is drawn from), fig3_agreement_SCALE.png
-(heat maps) and fig3_agreement_shift_SCALE.png (ICL's agreement with each rule against sigma).
+fig3_regions_SCALE.{png,npz} (the npz: the region grids), fig3_agreement_SCALE.png, fig3_agreement_shift_SCALE.png.
 
-Expected runtime on a 2-core CPU: smoke ~1 min (it trains tiny mixture runs first); cpu ~5 min with Figure 2's runs
-in place (evaluation only: ICL and MAML each take 4-10 s per 2048-task test set, 16 sets; measured 8 min wall and
-5 min CPU while another job shared the machine); paper: a GPU job after fig2_mixture.py's.
-Expected result (cpu; measured with seed 0, mean accuracy over positions 0..49 at sigma 1 -> 5):
-(a) T7 holds for ICL: it falls monotonically with sigma on every family, prototype .926 -> .729, pairwise .912 ->
-.734, amortization .944 -> .615, while each family's own closed-form rule stays nearly flat (ncm on prototype
-.930 -> .894, a drop of .035, just over T7's .03 tolerance; matching on pairwise .921 at every sigma; averaging on
-amortization .918 -> .923). The trained meta-learners lose at most .06 (ProtoNet on prototype); some gain where a
-wider spread suits their rule (MatchNet, like the matching rule, on amortization: .730 -> .889). At sigma=5 ICL is
-the worst of the five on amortization and above only CNP (at chance off amortization) on the other two.
-(b) T8 holds: on radius tasks (mean over positions 2..49) ICL .491, MatchNet .500, ProtoNet .539, CNP .489, all near
-chance and far below 1-NN .810; ICL's curve falls with context (.54 at positions 2..9, .48 at 40..49) after a prior-
-based .66 at position 0. MAML, the fifth learner, reaches .643: fine-tuning an MLP on the context partly fits a disc.
-(c) With 20 context examples ICL's regions agree with the true rule on 98% (prototype), 98% (pairwise) and 97%
-(amortization) of the grid, but on 39% for radius, where it splits the plane by a curved line, not a disc.
+Scales, times on a 2-core CPU: smoke (n=12, sigma 1 and 3, 64 tasks per set, a 16 x 16 grid; ~1 min with its tiny
+mixture runs); cpu (n=50, sigma 1..5, 2,048 tasks per set, a 120 x 120 grid; ~4 min with Figure 2's runs in place,
+evaluation only); paper (10,240 radius tasks, a 200 x 200 grid; a GPU job after fig2_mixture's). Measured results:
+docs/results.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import math
-import time
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 
 import tasks
-from experiments import common, study
-from experiments.common import FAMILIES, LEARNERS, MIXTURE_SCALES
+from experiments import common, spec
+from experiments.common import FAMILIES, LEARNERS, MIXTURE, MIXTURE_SCALES
 from experiments.common import test_families as shift_families
-from icl_meta import agreement
+from icl_meta import agreement, evaluate, study
+from icl_meta.claims import Claim
 from icl_meta.contracts import Episode, Learner, TaskFamily
-from icl_meta.errors import require
+from icl_meta.errors import ConfigError, require
 from icl_meta.plotting import Regions, plot_agreement, plot_panels, plot_regions, plot_sweep
 from icl_meta.runs import results_document, run_config
 from icl_meta.train import TEST_STREAM, stream_key
@@ -63,12 +53,19 @@ from icl_meta.train import TEST_STREAM, stream_key
 SHIFT, RADIUS = "shift", "radius"  # the `part` label of the curves of (a) and (b)
 RADIUS_START = 2  # T8 quotes the radius accuracies over positions 2..N-1
 AGREEMENT_TASKS = 256  # per set in (d); with 512, or every learner at every sigma, it is 14-18% of the script's time
-AGREEMENT_SWEEP = ("icl",)  # learners whose agreement is measured at every sigma (the others: lowest and highest)
 EXTENT_POINTS = 200  # draws of a region task whose bounding square the grid covers (the context is its first k)
+RUNS_FIGURE = "fig2"  # the mixture runs are Figure 2's: runs/fig2/SCALE unless --out
+ONE_NN = "knn"  # the 1-NN rule's label among the closed-form references
+# Claim thresholds, fixed before the results: a learner learns a family when its mean accuracy at sigma 1 is above
+# chance by LEARNS_MARGIN (the precondition); T7: an in-context model's accuracy does not rise with sigma and drops by
+# SHIFT_TOLERANCE on at least one family, while each family's own closed-form rule stays within it; T8: every learner
+# is FAR_BELOW the 1-NN rule on radius tasks, a meta-learner at most NEAR_CHANCE, and an in-context model's radius
+# curve rises by at most SHIFT_TOLERANCE from its first WINDOW reporting positions to its last WINDOW.
+CHANCE, LEARNS_MARGIN, SHIFT_TOLERANCE, FAR_BELOW, NEAR_CHANCE, WINDOW = 0.5, 0.05, 0.03, 0.1, 0.56, 10
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
+class Fig3Scale(spec.Scale):
     """Figure 3's test settings at one scale (the learners are fig2_mixture's runs at the same scale)."""
 
     test_tasks: int  # per shifted test set
@@ -79,10 +76,10 @@ class Settings:
     chunk: int = 4096  # grid sequences per compiled call
 
 
-SCALES: dict[str, Settings] = {
-    "smoke": Settings(test_tasks=64, radius_tasks=64, n=12, sigmas=(1.0, 3.0), grid=16),
-    "cpu": Settings(test_tasks=2048, radius_tasks=2048, n=50, sigmas=(1.0, 2.0, 3.0, 4.0, 5.0), grid=120),
-    "paper": Settings(test_tasks=2048, radius_tasks=10_240, n=50, sigmas=(1.0, 2.0, 3.0, 4.0, 5.0), grid=200),
+SCALES: dict[str, Fig3Scale] = {
+    "smoke": Fig3Scale(test_tasks=64, radius_tasks=64, n=12, sigmas=(1.0, 3.0), grid=16),
+    "cpu": Fig3Scale(test_tasks=2048, radius_tasks=2048, n=50, sigmas=(1.0, 2.0, 3.0, 4.0, 5.0), grid=120),
+    "paper": Fig3Scale(test_tasks=2048, radius_tasks=10_240, n=50, sigmas=(1.0, 2.0, 3.0, 4.0, 5.0), grid=200),
 }
 
 
@@ -96,70 +93,221 @@ def region_families() -> dict[str, TaskFamily]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# (a) and (b): curves
+# Claims, from the results document's numbers only
 
 
-def shift_curves(
-    jobs: Sequence[study.Job], params: Sequence[Any], settings: Settings, seed: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every learner and closed-form rule on each shift family at each sigma, and the learners' agreement with each
-    rule (`study.agreement_curves`): ICL's at every sigma, the others' at the lowest and highest (what the figures
-    draw). The same TEST key at every sigma, so the shifted sets rescale the same noise
-    draws (the sigma effect is not confounded with a new sample)."""
-    curves, found = [], []
-    for sigma in settings.sigmas:
-        families = {name: family.with_sigma(sigma) for name, family in shift_families().items()}
-        tests = study.sample_test_sets(families, settings.test_tasks, settings.n, seed)
-        ends = sigma in (settings.sigmas[0], settings.sigmas[-1])
+def accuracy(doc: dict[str, Any], name: str, test: str, sigma: float | None) -> float:
+    """The mixture-trained learner's (or closed-form rule's) mean accuracy on `test` at `sigma` (None: radius)."""
+    return study.table_value(doc["summary"], name, test, train=MIXTURE, sigma=sigma)
+
+
+def learns(doc: dict[str, Any], name: str, test: str | None = None) -> Claim:
+    """The precondition of a learner's claims: its mean accuracy on the unshifted `test` tasks (None: the three
+    families together) above chance by LEARNS_MARGIN."""
+    settings = doc["config"]["settings"]
+    sigma, tests = settings["sigmas"][0], FAMILIES if test is None else (test,)
+    value = float(np.mean([accuracy(doc, name, t, sigma) for t in tests]))
+    what = f"the {MIXTURE}-trained {name} learns {' and '.join(tests)} tasks at sigma {sigma:g}: mean accuracy above "
+    what += f"chance ({CHANCE}) + {LEARNS_MARGIN}"
+    n, method = settings["test_tasks"] * len(tests), "mean accuracy over all positions"
+    return Claim(f"{name}_learns_{test or 'unshifted'}", what, value, ">", CHANCE + LEARNS_MARGIN, n=n, method=method)
+
+
+def flat_rules(doc: dict[str, Any]) -> list[Claim]:
+    """T7: each family's own closed-form rule stays within SHIFT_TOLERANCE of its accuracy at the lowest sigma."""
+    sigmas, n, out = doc["config"]["settings"]["sigmas"], doc["config"]["settings"]["test_tasks"], []
+    for fam, family in shift_families().items():
+        rule = family.optimal_rule
+        move = max(abs(accuracy(doc, rule, fam, s) - accuracy(doc, rule, fam, sigmas[0])) for s in sigmas)
+        what = f"the closed-form {rule} rule's accuracy on {fam} tasks stays within {SHIFT_TOLERANCE} at every sigma"
+        method = f"largest |mean accuracy at sigma - at sigma {sigmas[0]:g}| over sigma = {', '.join(map(str, sigmas))}"
+        out.append(Claim(f"T7_{rule}_{fam}_flat", what, move, "<=", SHIFT_TOLERANCE, n=n, method=method))
+    return out
+
+
+def shift_claims(doc: dict[str, Any], name: str) -> list[Claim]:
+    """T7: an in-context model's accuracy does not rise with sigma on any family, and drops by SHIFT_TOLERANCE from
+    the lowest to the highest sigma on at least one."""
+    sigmas, n, out = doc["config"]["settings"]["sigmas"], doc["config"]["settings"]["test_tasks"], []
+    for fam in FAMILIES:
+        rises = [accuracy(doc, name, fam, b) - accuracy(doc, name, fam, a) for a, b in pairwise(sigmas)]
+        what = f"{name}'s accuracy on {fam} tasks does not rise with sigma"
+        method = f"largest rise of the mean accuracy from one sigma to the next, sigma = {', '.join(map(str, sigmas))}"
+        pre = (learns(doc, name, fam),)
+        rise = max(rises, default=math.nan)
+        out.append(Claim(f"T7_{name}_{fam}_no_rise", what, rise, "<=", 0.0, n=n, method=method, preconditions=pre))
+    drops = {fam: accuracy(doc, name, fam, sigmas[0]) - accuracy(doc, name, fam, sigmas[-1]) for fam in FAMILIES}
+    what = f"{name}'s accuracy drops by at least {SHIFT_TOLERANCE} from sigma {sigmas[0]:g} to {sigmas[-1]:g} on at "
+    what += "least one family"
+    method = "largest drop of the mean accuracy: " + ", ".join(f"{f} {d:+.4f}" for f, d in drops.items())
+    pre = tuple(learns(doc, name, fam) for fam in FAMILIES)
+    drop = max(drops.values())
+    return [*out, Claim(f"T7_{name}_drop", what, drop, ">=", SHIFT_TOLERANCE, n=n, method=method, preconditions=pre)]
+
+
+def radius_claims(doc: dict[str, Any], name: str) -> list[Claim]:
+    """T8: no learner selects or builds the unseen task type's algorithm: each is FAR_BELOW the 1-NN rule on radius
+    tasks; a meta-learner at most NEAR_CHANCE; an in-context model's curve rises by at most SHIFT_TOLERANCE."""
+    n, pre = doc["config"]["settings"]["radius_tasks"], (learns(doc, name),)
+    value, ref = accuracy(doc, name, RADIUS, None), accuracy(doc, ONE_NN, RADIUS, None)
+    over = f"mean accuracy over positions {RADIUS_START}..N-1"
+    what, method = f"on radius tasks {name} is at least {FAR_BELOW} below the 1-NN rule", f"1-NN {ref:.4f} minus "
+    method += f"{name} {value:.4f}, {over}"
+    out = [Claim(f"T8_{name}_below_1nn", what, ref - value, ">=", FAR_BELOW, n=n, method=method, preconditions=pre)]
+    if not common.in_context(name):
+        what = f"on radius tasks the meta-learner {name} stays near chance, at most {NEAR_CHANCE}"
+        return [*out, Claim(f"T8_{name}_near_chance", what, value, "<=", NEAR_CHANCE, n=n, method=over,
+                            preconditions=pre)]  # fmt: skip
+    curve = next(c for c in doc["curves"] if c["part"] == RADIUS and c["learner"] == name and c["kind"] == "trained")
+    end = len(curve["mean"])
+    late = evaluate.mean_over(curve, max(end - WINDOW, RADIUS_START))
+    rise = late - evaluate.mean_over(curve, RADIUS_START, min(RADIUS_START + WINDOW, end))
+    what = f"{name}'s accuracy on radius tasks rises by at most {SHIFT_TOLERANCE} with more context"
+    method = f"mean accuracy over the last {WINDOW} positions minus over the {WINDOW} from {RADIUS_START}"
+    return [*out, Claim(f"T8_{name}_no_rise", what, rise, "<=", SHIFT_TOLERANCE, n=n, method=method,
+                        preconditions=pre)]  # fmt: skip
+
+
+def own_rule(doc: dict[str, Any], check: dict[str, Any]) -> Claim:
+    """Which rule a learner runs: at this sigma it agrees most with the family's optimal rule."""
+    name, fam, sigma, rule = check["learner"], check["test"], check["sigma"], check["own_rule"]
+    what = f"on {fam} tasks at sigma {sigma:g} the {check['train']}-trained {name} agrees most with the family's "
+    what += f"optimal rule, {rule}"
+    method = f"argmax agreement, mean over positions {check['positions']}: with {rule} {check['own_value']:.4f} minus "
+    method += f"with the closest other rule ({check['best_other']} {check['best_other_value']:.4f})"
+    n, pre = min(AGREEMENT_TASKS, doc["config"]["settings"]["test_tasks"]), (learns(doc, name, fam),)
+    return Claim(f"rule_{name}_{fam}_sigma{sigma:g}", what, check["margin"], ">", 0.0, n=n, method=method,
+                 preconditions=pre)  # fmt: skip
+
+
+@spec.register("fig3_generalization")
+class Fig3Generalization(spec.Experiment):
+    """Figure 3: the mixture-trained learners under input shift and on an unseen task type, and decision regions."""
+
+    figure = "fig3"
+    scales = SCALES
+    learners = LEARNERS
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--context", type=int, default=20, help="context examples of the decision regions (20)")
+
+    def run_root(self, args: argparse.Namespace) -> Path:
+        return args.out or Path("runs") / RUNS_FIGURE / args.scale
+
+    def run(self, ctx: spec.Context) -> dict[str, Any]:
+        scale, names, k = ctx.scale, ctx.learners, ctx.args.context
+        if k < 1:
+            raise ConfigError(f"--context must be an integer >= 1, got {k}")
+        # The canonical Figure 2 (bottom) runs: start 2, pairwise nc=1, amortization without anchors.
+        jobs = common.mixture_jobs(MIXTURE_SCALES[ctx.scale_name], names, ctx.seed)
+        _, runs, params = study.run_grid(jobs, ctx.root, {}, {}, progress=ctx.progress)  # trained or loaded; no tests
+        curves, analyses = [], []
+        for sigma in scale.sigmas:  # (a); the same TEST key at every sigma: the sets rescale the same draws
+            families = {name: family.with_sigma(sigma) for name, family in shift_families().items()}
+            tests = study.sample_test_sets(families, scale.test_tasks, scale.n, ctx.seed)
+            ends = sigma in (scale.sigmas[0], scale.sigmas[-1])
+            for job, p in zip(jobs, params, strict=True):
+                curves += study.evaluate_job(job, p, tests, families, sigma=sigma, part=SHIFT)
+                if ends or common.in_context(job.learner.name):
+                    analyses.append(study.agreement_analysis(job.learner, p, tests, families, (0, None),
+                                    AGREEMENT_TASKS, train=job.train, sigma=sigma, part=SHIFT))  # fmt: skip
+            curves += study.reference_curves(tests, families, sigma=sigma, part=SHIFT)
+        families = {RADIUS: radius_family()}  # (b)
+        tests = study.sample_test_sets(families, scale.radius_tasks, scale.n, ctx.seed)
         for job, p in zip(jobs, params, strict=True):
-            curves += study.evaluate_job(job, p, tests, families, sigma=sigma, part=SHIFT)
-            if ends or job.learner.name in AGREEMENT_SWEEP:
-                found += study.agreement_curves(
-                    job.learner, p, tests, families, AGREEMENT_TASKS, train=job.train, sigma=sigma, part=SHIFT
-                )
-        curves += study.reference_curves(tests, families, sigma=sigma, part=SHIFT)
-    return curves, found
+            curves += study.evaluate_job(job, p, tests, families, part=RADIUS)
+            analyses.append(study.agreement_analysis(job.learner, p, tests, families, (RADIUS_START, None),
+                            AGREEMENT_TASKS, train=job.train, part=RADIUS))  # fmt: skip
+        curves += study.reference_curves(tests, families, part=RADIUS)
+        regions, arrays = [], {}
+        icl = next((i for i, job in enumerate(jobs) if common.in_context(job.learner.name)), None)
+        if icl is not None:  # (c)
+            regions, arrays = decision_regions(
+                jobs[icl].learner, params[icl], region_families(), k, scale.grid, ctx.seed, scale.chunk
+            )
+        else:
+            print("(c) skipped: the decision regions are an in-context model's, and --learners has none")
+        config = {
+            "scale": ctx.scale_name,
+            "seed": ctx.seed,
+            "learners": list(names),
+            "context": k,
+            "test_families": {name: {"name": f.name, **f.hparams()} for name, f in region_families().items()},
+            "settings": scale.settings(),
+            "runs": {job.key: run_config("fig2_mixture", job.learner, job.family, job.cfg) for job in jobs},
+        }
+        doc = results_document(self.name, config, curves, ctx.seed)
+        starts = {**dict.fromkeys(FAMILIES, 0), RADIUS: RADIUS_START}  # T7's positions (all), T8's (2..N-1)
+        summary = [{**row, "part": c["part"], **({"sigma": c["sigma"]} if "sigma" in c else {})}
+                   for row, c in zip(study.mean_table(curves, starts), curves, strict=True)]  # fmt: skip
+        doc.update(summary=summary, regions=regions, run_summaries=runs)
+        records = [r for a in analyses for r in a["agreement"]]
+        tests_seen = dict.fromkeys(r["test"] for r in records)  # each analysis's summaries, test by test
+        summaries = [a["agreement_summary"][t] for t in tests_seen for a in analyses if t in a["agreement_summary"]]
+        doc.update(
+            agreement=records,
+            agreement_summary=[row for s in summaries for row in s["rows"]],
+            agreement_s=agreement.seconds(records),
+            own_rule=[check for s in summaries for check in s["own_rule"] or []],
+        )
+        if arrays:  # the region grids the PNG is drawn from
+            ctx.figures.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(ctx.figures / f"fig3_regions_{ctx.scale_name}.npz", **arrays)
+        return doc
 
+    def claims(self, doc: dict[str, Any]) -> list[Claim]:
+        """T7 per in-context model and per family's own closed-form rule, T8 per learner, and per (learner, family,
+        sigma) whether it agrees most with the family's optimal rule; a learner's claims only where it learns the
+        unshifted test tasks."""
+        names = doc["config"]["learners"]
+        out = flat_rules(doc) + [c for name in filter(common.in_context, names) for c in shift_claims(doc, name)]
+        out += [c for name in names for c in radius_claims(doc, name)]
+        return out + [own_rule(doc, check) for check in doc["own_rule"]]
 
-def radius_curves(
-    jobs: Sequence[study.Job], params: Sequence[Any], settings: Settings, seed: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    families = {RADIUS: radius_family()}
-    tests = study.sample_test_sets(families, settings.radius_tasks, settings.n, seed)
-    curves, found = [], []
-    for job, p in zip(jobs, params, strict=True):
-        curves += study.evaluate_job(job, p, tests, families, part=RADIUS)
-        found += study.agreement_curves(job.learner, p, tests, families, AGREEMENT_TASKS, train=job.train, part=RADIUS)
-    return curves + study.reference_curves(tests, families, part=RADIUS), found
+    def draw(self, doc: dict[str, Any], figures: Path) -> None:
+        """fig3_shift_SCALE.png, fig3_radius_SCALE.png, the agreement PNGs and (with an in-context model)
+        fig3_regions_SCALE.png."""
+        table, scale = doc["summary"], doc["scale"]
+        order = {name: i for i, name in enumerate(doc["config"]["learners"])}  # trained learners first
+        shift = sorted((r for r in table if r["part"] == SHIFT), key=lambda r: order.get(r["learner"], len(order)))
+        plot_sweep(
+            [(f"{fam}: mean over all positions", [r for r in shift if r["test"] == fam]) for fam in FAMILIES],
+            figures / f"fig3_shift_{scale}.png", x="sigma", xlabel="input scale sigma (trained at 1)",
+            title=f"Figure 3 (a): mixture-trained learners under distribution shift, scale {scale}", ylim=(0.4, 1.0),
+        )  # fmt: skip
+        if doc.get("agreement_summary"):
+            draw_agreement(doc, figures)
+        radius = [c for c in doc["curves"] if c["part"] == RADIUS]
+        title = f"mixture-trained learners on radius tasks r ~ U(2, 4)\n(unseen in training), scale {scale}"
+        plot_panels([(title, radius)], figures / f"fig3_radius_{scale}.png", ylim=(0.3, 1.0))
+        if doc["regions"]:
+            draw_regions(doc, figures)
 
-
-def agreement_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every record's mean over all positions (shift, as T7's accuracies) or over 2..N-1 (radius, as T8's), one row
-    per (learner, test, sigma, rule) with `part` and `sigma` kept."""
-    starts = {**dict.fromkeys(FAMILIES, 0), RADIUS: RADIUS_START}
-    return [row for test in dict.fromkeys(r["test"] for r in records)
-            for row in agreement.summary([r for r in records if r["test"] == test], starts[test])]  # fmt: skip
-
-
-def own_rule_by_sigma(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per shift family and sigma: each learner's agreement with the family's optimal rule against the closest other
-    rule (`agreement.own_rule_check`)."""
-    checks = []
-    for test, family in shift_families().items():
-        mine = [r for r in rows if r["test"] == test]
-        checks += agreement.own_rule_check(mine, family.optimal_rule) if family.optimal_rule and mine else []
-    return checks
-
-
-def summary_table(curves: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean accuracy of every curve: shift curves over all positions (T7), radius curves over 2..N-1 (T8); each row
-    keeps its curve's `part` and, for the shift rows, `sigma`."""
-    starts = {**dict.fromkeys(FAMILIES, 0), RADIUS: RADIUS_START}
-    rows = study.mean_table(curves, starts)
-    return [
-        {**row, "part": c["part"], **({"sigma": c["sigma"]} if "sigma" in c else {})}
-        for row, c in zip(rows, curves, strict=True)
-    ]
+    def report(self, doc: dict[str, Any]) -> None:
+        names, table = doc["config"]["learners"], doc["summary"]
+        refs = list(dict.fromkeys(r["learner"] for r in table if r["kind"] == "reference"))
+        lo, hi = doc["config"]["settings"]["sigmas"][0], doc["config"]["settings"]["sigmas"][-1]
+        print(f"\n(a) mixture-trained learners under input shift: mean accuracy over all positions at sigma {lo:g} / "
+              f"{hi:g}")  # fmt: skip
+        print(f"{'':<12}" + "".join(f"{f'{fam} {lo:g}':>17}{f'{hi:g}':>7}{'drop':>7}" for fam in FAMILIES))
+        for name in [*names, *refs]:
+            a_b = [(study.table_value(table, name, f, sigma=lo), study.table_value(table, name, f, sigma=hi))
+                   for f in FAMILIES]  # fmt: skip
+            print(f"{name:<12}" + "".join(f"{a:17.3f}{b:7.3f}{a - b:7.3f}" for a, b in a_b))
+        print(f"\n(b) radius tasks r ~ U(2, 4): mean accuracy over positions {RADIUS_START}..N-1")
+        for name in [*names, *refs]:
+            value = study.table_value(table, name, RADIUS, sigma=None)
+            print(f"{name:<12}{'-' if math.isnan(value) else f'{value:.3f}':>8}")
+        wall = "" if doc.get("wall_s") is None else f" of the script's {doc['wall_s']:.0f} s"
+        print(f"\n(d) argmax agreement with the family's optimal rule (own) and the closest other rule, mean over all "
+              f"positions ({doc['agreement_s']:.0f} s{wall})")  # fmt: skip
+        for c in doc["own_rule"]:
+            print(f"  {c['test']:<14}sigma {c['sigma']:<4g}{c['learner']:<10}{c['own_rule']} {c['own_value']:.3f} vs "
+                  f"{c['best_other']} {c['best_other_value']:.3f} ({c['margin']:+.3f})")  # fmt: skip
+        for name in filter(common.in_context, names):
+            cells = ", ".join(f"{r['rule']} {r['mean']:.3f}" for r in doc["agreement_summary"]
+                              if r["part"] == RADIUS and r["learner"] == name)  # fmt: skip
+            print(f"  radius (positions {RADIUS_START}..N-1), {name}: {cells}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -244,21 +392,12 @@ def decision_regions(
         episode = sample_task(family, key, max(k, EXTENT_POINTS))
         task = {p: v[0] for p, v in episode.params.items()}
         grid_QD, extent = region_grid(np.asarray(episode.x[0]), g)
-        context_ND, labels_N = episode.x[0, :k], episode.y[0, :k]
+        context_ND, labels_N, c = episode.x[0, :k], episode.y[0, :k], family.num_classes
         true_Q = np.asarray(rule_labels(family, task, jnp.asarray(grid_QD)))
-        pred_Q = predict_regions(learner, params, context_ND, labels_N, grid_QD, family.num_classes, chunk)
-        c = family.num_classes
-        records.append(
-            {
-                "family": name,
-                "learner": learner.name,
-                "context": k,
-                "grid": g,
-                "agreement": round(float(np.mean(pred_Q == true_Q)), 4),
-                "invalid": round(float(np.mean(pred_Q >= c)), 4),
-                "extent": [round(e, 4) for e in extent],
-            }
-        )
+        pred_Q = predict_regions(learner, params, context_ND, labels_N, grid_QD, c, chunk)
+        agree, invalid = round(float(np.mean(pred_Q == true_Q)), 4), round(float(np.mean(pred_Q >= c)), 4)
+        records.append({"family": name, "learner": learner.name, "context": k, "grid": g, "agreement": agree,
+                        "invalid": invalid, "extent": [round(e, 4) for e in extent]})  # fmt: skip
         arrays |= {
             f"{name}_true": true_Q.reshape(g, g).astype(np.int8),
             f"{name}_pred": pred_Q.reshape(g, g).astype(np.int8),
@@ -272,120 +411,37 @@ def decision_regions(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = common.parser(__doc__.splitlines()[0], SCALES, learners=LEARNERS)
-    parser.add_argument("--context", type=int, default=20, help="context examples of the decision regions (20)")
-    args = common.parse(parser, argv)
-    require(args.context >= 1, f"--context must be an integer >= 1, got {args.context}")
-    settings, names = SCALES[args.scale], common.parse_choices(args.learners, LEARNERS)
-    root = common.run_root(args, "fig2")
-    t0 = time.perf_counter()
-    # The canonical Figure 2 (bottom) runs: start 2, pairwise nc=1, amortization without anchors.
-    jobs = common.mixture_jobs(MIXTURE_SCALES[args.scale], names, args.seed)
-    params, runs = [], []
-    for i, job in enumerate(jobs, 1):
-        print(f"[{i}/{len(jobs)}] {job.learner.name} trained on {job.train}: {job.cfg.steps} steps -> {root / job.key}")
-        p, info = study.train_job(job, root, progress=not args.no_progress)
-        params.append(p)
-        runs.append(info)
-    t_eval = time.perf_counter()
-    shift, shift_agreement = shift_curves(jobs, params, settings, args.seed)
-    radius, radius_agreement = radius_curves(jobs, params, settings, args.seed)
-    curves, agreement_records = shift + radius, shift_agreement + radius_agreement
-    agreement_s = agreement.seconds(agreement_records)
-    print(f"(a), (b): {len(curves)} curves in {time.perf_counter() - t_eval:.0f} s ({agreement_s:.0f} s agreement)")
-    regions, arrays = [], {}
-    if "icl" in names:
-        icl = names.index("icl")
-        regions, arrays = decision_regions(
-            jobs[icl].learner, params[icl], region_families(), args.context, settings.grid, args.seed, settings.chunk
-        )
-    else:
-        print("(c) skipped: the decision regions are the ICL model's, and icl is not among --learners")
-    config = {
-        "scale": args.scale,
-        "seed": args.seed,
-        "learners": list(names),
-        "context": args.context,
-        "test_families": {name: {"name": f.name, **f.hparams()} for name, f in region_families().items()},
-        "settings": dataclasses.asdict(settings),
-        "runs": {job.key: run_config("fig2_mixture", job.learner, job.family, job.cfg) for job in jobs},
-    }
-    doc = results_document("fig3_generalization", config, curves, args.seed)
-    doc.update(summary=summary_table(curves), regions=regions, run_summaries=runs)
-    rows = agreement_rows(agreement_records)
-    doc.update(agreement=agreement_records, agreement_summary=rows, agreement_s=agreement_s,
-               own_rule=own_rule_by_sigma(rows))  # fmt: skip
-    if arrays:  # the region grids the PNG is drawn from
-        Path(args.figures).mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(Path(args.figures) / f"fig3_regions_{args.scale}.npz", **arrays)
-    common.finish(doc, args.figures, f"fig3_generalization_{args.scale}", draw, t0)
-    print_tables(doc["summary"], settings.sigmas, names)
-    print_agreement(doc, names)
-    return doc
+def draw_agreement(doc: dict[str, Any], figures: Path) -> None:
+    """fig3_agreement_SCALE.png (learner x rule heat maps: each family at the lowest and highest sigma, and radius)
+    and fig3_agreement_shift_SCALE.png (each in-context model's agreement with each rule against sigma)."""
+    rows, scale = doc["agreement_summary"], doc["scale"]
+    sigmas = sorted({r["sigma"] for r in rows if r["part"] == SHIFT})
+    shown, optimal = [], {}
+    for fam, family in shift_families().items():
+        for sigma in (sigmas[0], sigmas[-1]):
+            label = f"{fam}, sigma {sigma:g}"
+            shown += [{**r, "test": label} for r in rows if r["test"] == fam and r["sigma"] == sigma]
+            optimal[label] = family.optimal_rule
+    shown += [{**r, "test": f"{RADIUS} (unseen type)"} for r in rows if r["part"] == RADIUS]
+    title = f"Figure 3: agreement with each rule\n(mixture-trained, scale {scale}; red: optimal rule)"
+    plot_agreement(shown, figures / f"fig3_agreement_{scale}.png", title, optimal)
+    panels = [
+        (f"{name} on {fam}", [{**r, "learner": r["rule"]} for r in rows if r["test"] == fam and r["learner"] == name])
+        for name in filter(common.in_context, doc["config"]["learners"])
+        for fam in FAMILIES
+    ]
+    if any(records for _, records in panels):
+        plot_sweep(
+            panels, figures / f"fig3_agreement_shift_{scale}.png", x="sigma", xlabel="input scale sigma (trained at 1)",
+            ylabel="argmax agreement with the rule",
+            title=f"Figure 3: which rule the mixture-trained in-context model agrees with under shift, scale {scale}",
+            ylim=(0, 1),
+        )  # fmt: skip
 
 
-def print_agreement(doc: dict[str, Any], names: Sequence[str]) -> None:
-    print(
-        f"\n(d) argmax agreement with the family's optimal rule (own) and the closest other rule, mean over all "
-        f"positions ({doc['agreement_s']:.0f} s of the script's {doc['wall_s']:.0f} s)"
-    )
-    for check in doc["own_rule"]:
-        if check["learner"] in names:
-            print(
-                f"  {check['test']:<14}sigma {check['sigma']:<4g}{check['learner']:<10}{check['own_rule']} "
-                f"{check['own_value']:.3f} vs {check['best_other']} {check['best_other_value']:.3f} "
-                f"({check['margin']:+.3f})"
-            )
-    radius = [r for r in doc["agreement_summary"] if r["part"] == RADIUS and r["learner"] == "icl"]
-    if radius:
-        cells = ", ".join(f"{r['rule']} {r['mean']:.3f}" for r in radius)
-        print(f"  radius (positions {RADIUS_START}..N-1), icl: {cells}")
-
-
-def print_tables(table: Sequence[dict[str, Any]], sigmas: Sequence[float], names: Sequence[str]) -> None:
-    refs = list(dict.fromkeys(r["learner"] for r in table if r["kind"] == "reference"))
-    lo, hi = sigmas[0], sigmas[-1]
-    print(
-        f"\n(a) mixture-trained learners under input shift: mean accuracy over all positions at sigma {lo:g} / {hi:g}"
-    )
-    print(f"{'':<12}" + "".join(f"{f'{fam} {lo:g}':>17}{f'{hi:g}':>7}{'drop':>7}" for fam in FAMILIES))
-    for name in [*names, *refs]:
-        cells = ""
-        for fam in FAMILIES:
-            a, b = study.table_value(table, name, fam, sigma=lo), study.table_value(table, name, fam, sigma=hi)
-            cells += f"{a:17.3f}{b:7.3f}{a - b:7.3f}"
-        print(f"{name:<12}{cells}")
-    print(f"\n(b) radius tasks r ~ U(2, 4): mean accuracy over positions {RADIUS_START}..N-1")
-    for name in [*names, *refs]:
-        value = study.table_value(table, name, RADIUS, sigma=None)
-        print(f"{name:<12}{'-' if math.isnan(value) else f'{value:.3f}':>8}")
-
-
-def draw(doc: dict[str, Any], figures: Path) -> None:
-    """fig3_shift_SCALE.png, fig3_radius_SCALE.png and (with the region grids) fig3_regions_SCALE.png."""
-    table, curves, scale = doc["summary"], doc["curves"], doc["scale"]
-    order = {name: i for i, name in enumerate(LEARNERS)}  # trained learners first, in the usual order
-    shift = sorted((r for r in table if r["part"] == SHIFT), key=lambda r: order.get(r["learner"], len(order)))
-    panels = [(f"{fam}: mean over all positions", [r for r in shift if r["test"] == fam]) for fam in FAMILIES]
-    plot_sweep(
-        panels,
-        figures / f"fig3_shift_{scale}.png",
-        x="sigma",
-        xlabel="input scale sigma (trained at 1)",
-        title=f"Figure 3 (a): mixture-trained learners under distribution shift, scale {scale}",
-        ylim=(0.4, 1.0),
-    )
-    if doc.get("agreement_summary"):
-        draw_agreement(doc, figures)
-    radius = [c for c in curves if c["part"] == RADIUS]
-    plot_panels(
-        [(f"mixture-trained learners on radius tasks r ~ U(2, 4)\n(unseen in training), scale {scale}", radius)],
-        figures / f"fig3_radius_{scale}.png",
-        ylim=(0.3, 1.0),
-    )
-    if not doc["regions"]:
-        return
+def draw_regions(doc: dict[str, Any], figures: Path) -> None:
+    """fig3_regions_SCALE.png from fig3_regions_SCALE.npz: each family's true rule above the learner's regions."""
+    scale = doc["scale"]
     with np.load(figures / f"fig3_regions_{scale}.npz") as arrays:
         top, bottom = [], []
         for record in doc["regions"]:
@@ -397,41 +453,16 @@ def draw(doc: dict[str, Any], figures: Path) -> None:
             top.append(Regions(true_GG, extent, c, **context, title=f"{fam}: true rule"))
             title = f"{record['learner']}, {record['context']} examples: agrees on {record['agreement']:.0%}"
             bottom.append(Regions(arrays[f"{fam}_pred"], extent, c, **context, boundary_GG=true_GG, title=title))
+    learner = doc["regions"][0]["learner"]
     plot_regions(
-        [top, bottom],
-        figures / f"fig3_regions_{scale}.png",
-        title=f"Decision regions of the mixture-trained ICL model (line: the true boundary; grey: invalid), {scale}",
-    )
-
-
-def draw_agreement(doc: dict[str, Any], figures: Path) -> None:
-    """fig3_agreement_SCALE.png (learner x rule heat maps: each family at the lowest and highest sigma, and radius)
-    and fig3_agreement_shift_SCALE.png (ICL's agreement with each rule against sigma, one panel per family)."""
-    rows, scale = doc["agreement_summary"], doc["scale"]
-    sigmas = sorted({r["sigma"] for r in rows if r["part"] == SHIFT})
-    shown, optimal = [], {}
-    for fam, family in shift_families().items():
-        for sigma in (sigmas[0], sigmas[-1]):
-            label = f"{fam}, sigma {sigma:g}"
-            shown += [{**r, "test": label} for r in rows if r["test"] == fam and r["sigma"] == sigma]
-            optimal[label] = family.optimal_rule
-    shown += [{**r, "test": f"{RADIUS} (unseen type)"} for r in rows if r["part"] == RADIUS]
-    plot_agreement(
-        shown, figures / f"fig3_agreement_{scale}.png",
-        f"Figure 3: agreement with each rule\n(mixture-trained, scale {scale}; red: optimal rule)",
-        optimal,
+        [top, bottom], figures / f"fig3_regions_{scale}.png",
+        title=f"Decision regions of the mixture-trained {learner} (line: the true boundary; grey: invalid), {scale}",
     )  # fmt: skip
-    panels = [
-        (f"icl on {fam}", [{**r, "learner": r["rule"]} for r in rows if r["test"] == fam and r["learner"] == "icl"])
-        for fam in FAMILIES
-    ]
-    if any(records for _, records in panels):
-        plot_sweep(
-            panels, figures / f"fig3_agreement_shift_{scale}.png", x="sigma", xlabel="input scale sigma (trained at 1)",
-            ylabel="argmax agreement with the rule",
-            title=f"Figure 3: which rule the mixture-trained ICL agrees with under shift, scale {scale}", ylim=(0, 1),
-        )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    return spec.main(Fig3Generalization, argv)
 
 
 if __name__ == "__main__":
-    common.script(main)
+    spec.script(Fig3Generalization)
