@@ -92,8 +92,8 @@ def test_a_family_in_its_own_file_is_found_with_import(tmp_path, monkeypatch, ca
 
 
 def test_a_new_family_works_in_the_decision_region_tool():
-    """Figure 3's decision regions take any family with a label rule: no switch on the family's name."""
-    from experiments.fig3_generalization import decision_regions
+    """The decision regions (Figure 3's) take any family with a label rule: no switch on the family's name."""
+    from icl_meta.regions import decision_regions
 
     family = tasks.get("test_xor", d=2)
     ncm = baselines.get("ncm", num_classes=2)

@@ -14,21 +14,11 @@ import pytest
 
 import tasks
 from experiments import common, fig3_generalization
-from experiments.fig3_generalization import (
-    EXTENT_POINTS,
-    FAMILIES,
-    RADIUS,
-    SCALES,
-    predict_regions,
-    region_families,
-    region_grid,
-    region_sequences,
-    rule_labels,
-    sample_task,
-)
+from experiments.fig3_generalization import FAMILIES, RADIUS, SCALES, region_families
 from icl_meta import claims as claims_lib
 from icl_meta import learners
 from icl_meta.errors import ConfigError
+from icl_meta.regions import EXTENT_POINTS, predict_regions, region_grid, region_sequences, rule_labels, sample_task
 from icl_meta.runs import read_json
 
 CURVE_KEYS = {"train", "test", "learner", "metric", "kind", "positions", "mean", "lo", "hi", "part"}
