@@ -1,94 +1,31 @@
-"""What the figure scripts share: their command-line options and run roots, the closing block (results document,
-JSON, PNG, wall time), results cached in a run directory by their settings, the GPT-2 learner builder, history
-columns, and Figure 2's settings (budgets, families, jobs and tables), which Figure 3 reuses.
+"""What the figure scripts share beyond the experiment spec (`experiments.spec`: options, the skeleton, claims):
+results cached in a run directory by their settings, the GPT-2 learner builder, history columns, and Figure 2's
+settings (budgets, families, jobs, tables and the learns-above-chance precondition), which Figure 3 reuses.
 
 No figure script imports another one; what two of them need lives here or in `icl_meta.study`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import sys
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import tasks
 from experiments import spec
-from icl_meta import compile_cache, learners, study
+from icl_meta import learners, study
 from icl_meta.claims import Claim
 from icl_meta.contracts import TaskFamily
-from icl_meta.errors import ConfigError, guarded
 from icl_meta.plotting import plot_agreement
 from icl_meta.runs import read_json, write_json
 from icl_meta.train import TrainConfig
 from icl_meta.transformer import ICLTransformer, preset
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Command line and closing block
-
-
-def parser(description: str, scales: Iterable[str], *, learners: Sequence[str] = (), seeds: bool = False):
-    """The options every figure script shares: --scale, --seed, --out, --figures, --no-progress; --learners (a
-    subset of `learners`) and --seeds where the script takes them."""
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--scale", choices=tuple(scales), default="cpu", help="problem size (default cpu)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the training runs and test sets (default 0)")
-    if seeds:
-        p.add_argument("--seeds", type=int, default=None, help="seeds per arm, seed..seed+seeds-1 (default: scale's)")
-    if learners:
-        p.add_argument("--learners", default=",".join(learners), help=f"subset of {','.join(learners)}")
-    p.add_argument("--out", type=Path, default=None, help="run directories (default runs/FIGURE/SCALE)")
-    p.add_argument("--figures", type=Path, default=Path("figures"), help="results and PNGs (default figures/)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    compile_cache.add_options(p)
-    return p
-
-
-def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """The script's arguments; turns the persistent compilation cache on unless --no-compile-cache."""
-    args = p.parse_args(argv)
-    if getattr(args, "seeds", None) is not None and args.seeds < 1:
-        raise ConfigError(f"--seeds must be an integer >= 1, got {args.seeds}")
-    compile_cache.enable_from(args)
-    return args
-
-
-def run_root(args: argparse.Namespace, figure: str) -> Path:
-    """Where a figure's runs live: --out, or runs/FIGURE/SCALE."""
-    return args.out or Path("runs") / figure / args.scale
-
-
-def parse_choices(text: str, accepted: Sequence[str], flag: str = "--learners") -> tuple[str, ...]:
-    """A comma-separated subset of `accepted` (e.g. --learners icl,protonet); a one-line error names the rest."""
-    names = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [n for n in names if n not in accepted]
-    if unknown or not names:
-        raise ConfigError(f"{flag}: unknown {', '.join(unknown) or '(none given)'}; accepted: {', '.join(accepted)}")
-    return names
-
-
-def finish(
-    doc: dict[str, Any], figures: Path, stem: str, draw: Callable[[dict[str, Any], Path], None], started: float
-) -> dict[str, Any]:
-    """The closing block of a figure script: the wall time since `started` into `doc`, `doc` to FIGURES/STEM.json,
-    its PNGs by `draw(doc, figures)`, and a line saying so."""
-    doc["wall_s"] = round(time.perf_counter() - started, 1)
-    figures = Path(figures)
-    figures.mkdir(parents=True, exist_ok=True)
-    write_json(figures / f"{stem}.json", doc)
-    draw(doc, figures)
-    print(f"\nwall time {doc['wall_s']:.0f} s; wrote {figures}/{stem}.json and its PNGs")
-    return doc
-
-
-def script(main: Callable[[], Any]) -> None:
-    """`if __name__ == "__main__": script(main)`: bad input as one line and an exit code, as the CLI does."""
-    sys.exit(guarded(main))
+# Helpers of every figure
 
 
 def cached(path: Path, settings: dict[str, Any], compute: Callable[[], Any]) -> Any:
