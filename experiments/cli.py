@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--from-results", action="store_true", help="run nothing: re-decide the claims and redraw from the saved JSON"
     )
+    cl = sub.add_parser("claims", help="the claims of saved results JSONs, one line each, checked against the schema")
+    cl.add_argument("results", nargs="+", type=Path, help="results JSON files (e.g. figures/*.json)")
     # Every option after `bench` goes to experiments/throughput.py (`icl-meta bench --help` lists them).
     sub.add_parser(
         "bench", help="training throughput of the context protocols (experiments/throughput.py)", add_help=False
@@ -162,7 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "devices", None) is not None and args.devices > 1:
         _force_host_devices(args.devices)  # must precede JAX's initialisation
-    commands = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "reproduce": cmd_reproduce, "bench": cmd_bench}
+    commands = {
+        "list": cmd_list,
+        "train": cmd_train,
+        "eval": cmd_eval,
+        "reproduce": cmd_reproduce,
+        "claims": cmd_claims,
+        "bench": cmd_bench,
+    }
 
     def run() -> None:
         compile_cache.enable_from(args)
@@ -355,6 +364,29 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
             raise ConfigError(f"{cls.name}: no scale {args.scale!r}; accepted: {', '.join(cls.scales)}")
         print(f"== {cls.name} {' '.join(argv)}")
         spec.main(cls, argv)
+
+
+def cmd_claims(args: argparse.Namespace) -> None:
+    """Each file's claims as one line each (holds / does not hold / not tested); a file whose records depart from
+    the schema, or whose `held` is not what its numbers give, is an error naming it."""
+    from icl_meta import claims
+    from icl_meta.errors import ConfigError
+    from icl_meta.runs import read_json
+
+    for path in args.results:
+        if not path.exists():
+            raise ConfigError(f"claims: no file {path}")
+        records = read_json(path).get("claims")
+        if not isinstance(records, list):
+            raise ConfigError(f"claims: {path} has no claims list (not an experiment's results JSON?)")
+        found = [problem for record in records for problem in claims.problems(record)]
+        if found:
+            raise ConfigError(f"claims: {path}: {'; '.join(found[:3])}")
+        verdicts = [r["held"] for r in records]
+        kinds = ((True, "hold"), (False, "do not"), (None, "untested"))
+        counts = ", ".join(f"{verdicts.count(v)} {w}" for v, w in kinds)
+        print(f"{path}: {len(records)} claims ({counts})")
+        print("\n".join(claims.summary_lines(records)))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

@@ -77,3 +77,16 @@ def test_every_committed_result_follows_the_schema(path):
     for record in doc["claims"]:
         assert record["held"] == decide(record)  # recomputed from its numbers
     assert isinstance(doc.get("wall_s"), int | float) and doc["wall_s"] > 0
+
+
+def test_the_claims_command_prints_each_verdict_and_refuses_a_tampered_file(tmp_path, capsys):
+    from experiments.cli import main
+
+    assert main(["claims", str(FIGURES / "fig4_curriculum_cpu.json")]) == 0
+    out = capsys.readouterr().out
+    assert "2 claims (1 hold, 1 do not, 0 untested)" in out and "T9_error_at_step_2000: holds" in out
+    doc = json.loads((FIGURES / "fig4_curriculum_cpu.json").read_text())
+    doc["claims"][0]["held"] = not doc["claims"][0]["held"]
+    (tmp_path / "tampered.json").write_text(json.dumps(doc))
+    assert main(["claims", str(tmp_path / "tampered.json")]) == 2
+    assert "its numbers give" in capsys.readouterr().err
