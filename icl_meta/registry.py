@@ -1,33 +1,43 @@
 """By-name registries of classes (task families, learners, experiments): `register`, `get`, `names`, `cls`.
 
 Registries fill themselves: the first look-up imports every installed plugin, i.e. every module named in the
-`icl_meta.plugins` entry-point group of an installed distribution (this project declares `tasks`, `baselines` and
-`experiments` in pyproject.toml; another package can declare its own). So nobody imports `tasks` or `baselines` only
-for their side effects, and the core names no package above it. A module given to `icl-meta --import` registers its
-classes when it is imported, like any plugin.
+`icl_meta.plugins` entry-point group of an installed distribution (this project declares `tasks` and `baselines` in
+pyproject.toml; another package can declare its own), then the modules named in $ICL_META_PLUGINS (comma-separated;
+for a source tree that is not installed: `ICL_META_PLUGINS=tasks,baselines`). So nobody imports `tasks` or
+`baselines` only for their side effects, and the core names no package above it. A module given to
+`icl-meta --import` registers its classes when it is imported, like any plugin.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from importlib import metadata
 from typing import Any
 
 from icl_meta.errors import ConfigError
 
 PLUGIN_GROUP = "icl_meta.plugins"
-_plugins_loaded = False
+PLUGIN_VARIABLE = "ICL_META_PLUGINS"  # more plugin modules, comma-separated (e.g. for a source tree not installed)
+_plugins: list[str] | None = None  # the modules loaded, once loaded
+
+
+def plugin_modules() -> list[str]:
+    """The plugin modules: the `icl_meta.plugins` entry points of installed distributions, then $ICL_META_PLUGINS."""
+    found = [e.value for e in sorted(metadata.entry_points(group=PLUGIN_GROUP), key=lambda e: e.name)]
+    extra = [m.strip() for m in os.environ.get(PLUGIN_VARIABLE, "").split(",") if m.strip()]
+    return list(dict.fromkeys(found + extra))
 
 
 def load_plugins() -> None:
-    """Import every module of the `icl_meta.plugins` entry-point group, once per process."""
-    global _plugins_loaded
-    if _plugins_loaded:
+    """Import every plugin module, once per process."""
+    global _plugins
+    if _plugins is not None:
         return
-    _plugins_loaded = True  # before importing: a plugin's own registrations look names up
-    for entry in sorted(metadata.entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
-        importlib.import_module(entry.value)
+    _plugins = plugin_modules()  # set before importing: a plugin's own registrations look names up
+    for module in _plugins:
+        importlib.import_module(module)
 
 
 class Registry:
@@ -60,7 +70,8 @@ class Registry:
         if name not in self._classes:
             load_plugins()
         if name not in self._classes:
-            raise ConfigError(f"unknown {self.kind} {name!r}; accepted: {', '.join(self.names())}")
+            hint = "" if _plugins else f" (no plugin is installed: `pip install -e .`, or set {PLUGIN_VARIABLE})"
+            raise ConfigError(f"unknown {self.kind} {name!r}; accepted: {', '.join(self.names()) or '(none)'}{hint}")
         return self._classes[name]
 
     def get(self, name: str, **hparams: Any) -> Any:

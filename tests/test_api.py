@@ -75,3 +75,30 @@ def test_the_package_exports_resolve():
 
     for name in icl_meta.__all__:
         assert getattr(icl_meta, name) is not None
+
+
+def test_an_uninstalled_source_tree_names_its_plugins_in_a_variable(tmp_path):
+    """Without the distribution's entry points (a source tree on PYTHONPATH), ICL_META_PLUGINS names the plugins;
+    without either, a look-up says how to install them."""
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = (
+        "import importlib.metadata as m\n"
+        "m.entry_points = lambda group=None, **kw: []  # as if nothing were installed\n"
+        "from icl_meta import learners\n"
+        "from icl_meta.errors import ConfigError\n"
+        "try:\n"
+        "    print('maml' in learners.names())\n"
+        "    learners.build('protonet')\n"
+        "    print('built')\n"
+        "except ConfigError as err:\n"
+        "    print(err)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ICL_META_PLUGINS"}
+    bare = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root, env=env)
+    assert bare.stdout.splitlines()[0] == "False" and "pip install -e ." in bare.stdout
+    env["ICL_META_PLUGINS"] = "tasks,baselines"
+    named = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root, env=env)
+    assert named.stdout.split() == ["True", "built"]
