@@ -12,21 +12,29 @@ log-probabilities over the vocabulary [B, L|P, V], and every tool of the suite (
 
 The weights are three top-level groups, `embed`, `projector` and `network`, so a training stage can train some and
 freeze the others (LLaVA's projector-only alignment: `icl_meta.sequence_loss.MaskedNextToken(trainable=...)`).
+
+`evaluate_model` scores a model greedily on the family's benchmark sets (`tasks.multimodal.benchmark_sets`): per
+held-out family, its accuracy and how often it follows the demonstrations' labelling, the last demonstration or
+letter A (tidy records).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from icl_meta.contracts import LearnerParams, TaskSpec
+from icl_meta.contracts import Learner, LearnerParams, TaskSpec
 from icl_meta.errors import ConfigError, require, require_int
+from icl_meta.evaluate import greedy_answers
 from icl_meta.learners import register
 from icl_meta.transformer import GPT2_STD, ModelConfig, Network, bind, gpt2_linear
+from tasks.multimodal import BENCHMARK_FAMILIES, LETTER0, BenchmarkSet
 
 GROUPS = ("embed", "projector", "network")
 
@@ -90,3 +98,26 @@ class MultimodalLM:
         """Next-token log-probabilities [B, L|P, V]; `y` is not read (position i sees tokens 0..i only)."""
         out = jax.nn.log_softmax(bind(MultimodalModel, self.config, params)(x), -1)
         return out if positions is None else jnp.take(out, jnp.asarray(positions), axis=1)
+
+
+def evaluate_model(
+    lm: Learner, params: Any, sets: Sequence[BenchmarkSet], *, chunk: int = 500, **labels: Any
+) -> list[dict[str, Any]]:
+    """Tidy records (`labels` plus benchmark, order, variant, family): the greedy answer's accuracy, its agreement
+    with the demonstrations' labelling, with the last demonstration and with letter A, per held-out family (or one
+    group of tuning concepts); `chunk` episodes per prediction."""
+    records = []
+    for benchmark, order, variant, x, p in sets:
+        pred = np.concatenate([np.asarray(greedy_answers(lm, params, x[i : i + chunk], p["query"][i : i + chunk]))
+                               for i in range(0, len(x), chunk)])  # fmt: skip
+        groups = list(enumerate(BENCHMARK_FAMILIES)) if (p["family"] >= 0).all() else [(-1, "tuning")]
+        for f, family in groups:  # the held-out families, or one group of tuning concepts
+            rows = p["family"] == f
+            records.append({
+                **labels, "benchmark": benchmark, "order": order, "variant": variant, "family": family,
+                "accuracy": float(np.mean(pred[rows] == p["answer"][rows])),
+                "follows_demos": float(np.mean(pred[rows] == p["demo_answer"][rows])),
+                "recency": float(np.mean(pred[rows] == p["last_demo"][rows])),
+                "letter_a": float(np.mean(pred[rows] == LETTER0)), "episodes": int(rows.sum()),
+            })  # fmt: skip
+    return records

@@ -4,14 +4,15 @@
     icl-meta reproduce multimodal --scale cpu [--ablations]
     python -m experiments.multimodal --scale smoke --stages text,align,base,icl --benchmarks fs,zs [--seeds 3]
 
-Trains the `multimodal_lm` learner in stages, each a run of the ordinary trainer (`MaskedNextToken`) started from its
-parent's checkpoint, in runs/multimodal/SCALE/seedS/STAGE (reused or resumed): text (a text in-context LM, shared by
-the seeds) -> align (the projector alone, on captions) -> base (single-image QA: VLM-base), interleaved_pP (base's
-data plus image-caption sequences, P of them sharing a concept), icl (from base: ICL instruction tuning on MC + QA +
-captions, coherent shots, 25% replay, a curriculum) and its ablations (`stage_table`). Tests every stage greedily on
-held-out concepts (`BENCHMARKS`; fs, induction, remap and zs also as their text twin), with diagnostics on fs, and
-decides the claims of `Multimodal.claims` on fs and induction. Results: figures/multimodal_SCALE.json and PNGs (ICL
-gain per family, the data mix, zero-shot retention against replay, the modality gap and relevance sweep).
+Trains the `multimodal_lm` learner in stages (`icl_meta.stages`: each a run of the ordinary trainer with
+`MaskedNextToken`, started from its parent's checkpoint), in runs/multimodal/SCALE/seedS/STAGE (reused or resumed): text
+(a text in-context LM, shared by the seeds) -> align (the projector alone, on captions) -> base (single-image QA:
+VLM-base), interleaved_pP (base's data plus image-caption sequences, P of them sharing a concept), icl (from base: ICL
+instruction tuning on MC + QA + captions, coherent shots, 25% replay, a curriculum) and its ablations (`stage_table`).
+Tests every stage greedily on held-out concepts (`tasks.multimodal.BENCHMARKS`; fs, induction, remap and zs also as
+their text twin), with diagnostics on fs, and decides the claims of `Multimodal.claims` on fs and induction. Results:
+figures/multimodal_SCALE.json and PNGs (ICL gain per family, the data mix, zero-shot retention against replay, the
+modality gap and relevance sweep).
 
 Scales: smoke (width 32, 1 layer, six stages, 1 seed, ~1 min); cpu (width 64, 2 layers, the text LM for 15,000 steps
 then 11 stages x 3 seeds, ~27 min on 2 cores; --ablations adds the ablation grid at one seed, ~8 min); paper (width
@@ -21,34 +22,30 @@ then 11 stages x 3 seeds, ~27 min on 2 cores; --ablations adds the ablation grid
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
-import functools
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
+from baselines.multimodal_lm import evaluate_model
 from experiments import spec
-from icl_meta import evaluate, families, learners, study
+from icl_meta import evaluate, learners, stages
 from icl_meta.claims import Claim
 from icl_meta.contracts import Learner
 from icl_meta.curriculum import Curriculum, Stepwise
-from icl_meta.errors import ConfigError
-from icl_meta.runs import RunDir, results_document, run_config
-from icl_meta.sequence_loss import MaskedNextToken
-from icl_meta.train import TEST_STREAM, TrainConfig, stream_key, train
-from tasks.multimodal import BENCHMARK_FAMILIES, LETTER0, MultimodalConversations
+from icl_meta.plotting import error_bars
+from icl_meta.runs import results_document
+from icl_meta.stages import Stage, check_parents, with_ancestors
+from icl_meta.train import TEST_STREAM, TrainConfig, stream_key
+from tasks.multimodal import BENCHMARK_FAMILIES, BENCHMARKS, benchmark_sets, icl_curriculum, world_family
 
 FIGURE = "multimodal"
-TRAIN_N, BENCH_N, CHUNK = 40, 72, 500  # training length, benchmark length (fs_4shot: 50), episodes per prediction
+TRAIN_N, CHUNK = 40, 500  # training sequence length, benchmark episodes per prediction
 FAMILIES = tuple(BENCHMARK_FAMILIES)
-MC_BENCHMARKS = ("fs", "fs_2shot", "fs_4shot", "fs_4way", "fs_tuning")  # also scored with the options reversed
 TWINS = ("fs", "induction", "remap", "zs")  # benchmarks also run as their text twin (the modality gap)
 CLAIM_BENCHMARKS = ("fs", "induction")  # paper B's benchmark, and task induction
 ICL_BENCHMARKS = ("fs", "fs_4way", "induction", "remap")  # the held-out ICL score of the data-mix table
@@ -56,30 +53,6 @@ PRECONDITION = 0.6  # mean accuracy that counts as learning in context; a base m
 ZERO_SHOT = 0.8  # mean zero-shot accuracy of a base model that answers single-image QA
 MEAN_GAIN = 0.10  # VLM-ICL's gain over the best base model, averaged over the held-out families
 REPLAY_TOLERANCE = 0.02  # how far zero-shot QA may fall after ICL tuning with replay
-BENCHMARKS: dict[str, dict[str, Any]] = {  # fs: 2-way 1-shot MC with pseudo-names; induction: Q_what; remap: open
-    "fs": dict(mix=(("mc", 1.0),), ordered=True, shots_max=1, pseudo_fraction=1.0),
-    "fs_2shot": dict(mix=(("mc", 1.0),), ordered=True, shots_max=2, pseudo_fraction=1.0),
-    "fs_4shot": dict(mix=(("mc", 1.0),), ordered=True, shots_max=4, pseudo_fraction=1.0),
-    "fs_4way": dict(mix=(("mc", 1.0),), ordered=True, shots_max=1, ways=4, pseudo_fraction=1.0),
-    "induction": dict(mix=(("qa", 1.0),), shots_min=2, shots_max=2, pseudo_fraction=0.0),
-    "remap": dict(mix=(("qa", 1.0),), ordered=True, shots_max=1, pseudo_fraction=1.0),
-    "zs": dict(mix=(("image_qa", 1.0),), shots_max=0),
-    # not held out: fs on the tuning concepts, the in-distribution check that ICL tuning taught ICL at all
-    "fs_tuning": dict(mix=(("mc", 1.0),), ordered=True, shots_max=1, pseudo_fraction=1.0, concepts="tuning"),
-}
-VARIANTS = {"none": {}, "shuffle_images": {"shuffle_images": True}, "flip_answers": {"flip_answers": True}}
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    """A training stage: its data, its parent (None: from scratch), the weight groups it trains (None: all)."""
-
-    name: str
-    parent: str | None
-    family: MultimodalConversations
-    steps: int
-    trainable: tuple[str, ...] | None = None
-    curriculum: Curriculum | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,21 +95,6 @@ SCALES: dict[str, MultimodalScale] = {
 }  # fmt: skip
 
 
-def world_family(**fields: Any) -> MultimodalConversations:
-    family = families.get("multimodal", **fields)
-    assert isinstance(family, MultimodalConversations)
-    return family
-
-
-def icl_curriculum(steps: int) -> Curriculum:
-    """C1 for the first half (k <= 1 demonstrations, coarse groups, MC only), then C2 (k <= 4, the full mix with
-    fine-grained groups and pseudo-names). The schedule is this suite's choice: paper B does not publish its own."""
-    half = max(steps // 2, 1)
-    return Curriculum.of(
-        shot_limit=Stepwise(1, 4, 3, half), mc_focus=Stepwise(1.0, 0.0, -1.0, half), fine=Stepwise(0.0, 0.5, 0.5, half)
-    )
-
-
 def stage_table(scale: MultimodalScale) -> dict[str, Stage]:
     """Every stage by name (the scale sets the steps). icl_* ablations: incoherent shots, no / 50% replay, single or
     partial mixes, no curriculum (uniform), loss on the query answer only, 25% / 50% of the steps."""
@@ -172,118 +130,14 @@ def learner(scale: MultimodalScale) -> Learner:
     return learners.build("multimodal_lm", width=scale.width, depth=scale.depth, heads=scale.heads)
 
 
-def with_ancestors(names: Sequence[str], table: dict[str, Stage]) -> list[str]:
-    """`names` and the stages they start from, parents first."""
-    order: list[str] = []
-    for name in names:
-        chain = [name]
-        while table[chain[-1]].parent is not None:
-            chain.append(table[chain[-1]].parent)
-        order += [n for n in reversed(chain) if n not in order]
-    return order
-
-
-def stage_dir(root: Path, name: str, seed: int) -> Path:
-    return root / "shared" / name if name in SHARED else root / f"seed{seed}" / name
-
-
-def check_parents(requested: Sequence[str], table: dict[str, Stage], root: Path, seed: int) -> None:
-    """Every parent of a requested stage is requested too, or has a checkpoint (else one line, before training)."""
-    for name in requested:
-        parent = table[name].parent
-        if parent is None or parent in requested:
-            continue
-        checkpoints = stage_dir(root, parent, seed) / "checkpoints"
-        if not (checkpoints.exists() and any(checkpoints.iterdir())):
-            raise ConfigError(
-                f"stage {name} starts from stage {parent}, which has no checkpoint in {checkpoints.parent}: "
-                f"add {parent} to --stages (or train it first)"
-            )
-
-
 def train_stage(stage: Stage, scale: MultimodalScale, root: Path, seed: int, base_seed: int, progress: bool) -> tuple:
     """Train (or resume, or load) `stage` from its parent's last checkpoint; a shared stage with `base_seed`."""
-    lm = learner(scale)
     cfg = TrainConfig(
         steps=stage.steps, batch=scale.batch, n=TRAIN_N, lr=scale.lr, eval_every=max(stage.steps // scale.evals, 1),
         eval_tasks=256, probe_tasks=None, probe_positions=None, scan_steps=50,
         seed=base_seed if stage.name in SHARED else seed, curriculum=stage.curriculum,
     )  # fmt: skip
-    init = None if stage.parent is None else study.load_run(stage_dir(root, stage.parent, seed)).params
-    run = RunDir(stage_dir(root, stage.name, seed))
-    config = {**run_config(FIGURE, lm, stage.family, cfg), "stage": stage.name, "parent": stage.parent}
-    t0 = time.perf_counter()
-    result = train(lm, stage.family, cfg, run, config, resume=run.config_path.exists(), progress=progress,
-                   objective=MaskedNextToken(trainable=stage.trainable), init_params=init)  # fmt: skip
-    last = result.history[-1]
-    info = {
-        "stage": stage.name, "parent": stage.parent, "seed": seed, "steps": int(result.state.step),
-        "train_wall_s": last["wall_s"], "call_s": round(time.perf_counter() - t0, 1),
-        "steps_per_s": round(stage.steps / last["wall_s"], 1) if last["wall_s"] else None,
-        "query_accuracy": last.get("objective_query_accuracy"), "answer_accuracy": last["eval_accuracy"],
-    }  # fmt: skip
-    return result.state.params, info
-
-
-def benchmark_family(name: str) -> MultimodalConversations:
-    """The benchmark `name` (`_text`: its text twin) over the five held-out families (episode b: family b mod 5)."""
-    base, text = (name[: -len("_text")], True) if name.endswith("_text") else (name, False)
-    return world_family(**{"concepts": "benchmark", "text": text, **BENCHMARKS[base]})
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _sample_variant(family: MultimodalConversations, key: jax.Array, episodes: int, flags: jax.Array) -> Any:
-    """One compiled sampler per benchmark for every option order and perturbation (traced flags, paired episodes)."""
-    variant = copy.copy(family)
-    for name, flag in zip(("reverse_options", "shuffle_images", "flip_answers"), flags, strict=True):
-        object.__setattr__(variant, name, flag)
-    return variant.sample(key, episodes, BENCH_N)
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def greedy_answers(lm: Learner, params: Any, x_BLD: jax.Array, query_B: jax.Array) -> jax.Array:
-    """The greedy answer token of each episode: the argmax over the vocabulary at its answer position."""
-    logp_BLV = lm.predict(params, x_BLD, jnp.zeros(x_BLD.shape[:2], jnp.int32))
-    return jnp.argmax(jnp.take_along_axis(logp_BLV, query_B[:, None, None], 1)[:, 0], -1)
-
-
-def benchmark_sets(names: Sequence[str], episodes: int, seed: int) -> list[tuple]:
-    """(benchmark, order, variant, x, params) on the host, per option order and (fs) perturbation: every model of a
-    seed sees the same episodes."""
-    sets = []
-    for name in names:
-        family = benchmark_family(name)
-        # one key per benchmark, whatever else is selected, shared with its text twin (paired episodes)
-        key = jax.random.fold_in(stream_key(seed, TEST_STREAM), list(BENCHMARKS).index(name.removesuffix("_text")))
-        orders = ("original", "reversed") if name.split("_text")[0] in MC_BENCHMARKS else ("original",)
-        for order in orders:
-            for variant in tuple(VARIANTS) if name == "fs" and order == "original" else ("none",):
-                flags = VARIANTS[variant] | {"reverse_options": order == "reversed"}
-                values = jnp.asarray(
-                    [flags.get(k, False) for k in ("reverse_options", "shuffle_images", "flip_answers")]
-                )
-                ep = _sample_variant(family, key, len(FAMILIES) * episodes, values)
-                sets.append((name, order, variant, np.asarray(ep.x), jax.tree.map(np.asarray, ep.params)))
-    return sets
-
-
-def evaluate_model(lm: Learner, params: Any, sets: Sequence[tuple], **labels: Any) -> list[dict[str, Any]]:
-    """Tidy records: accuracy, agreement with the demonstrations' labelling and with the last demo, per family."""
-    records = []
-    for benchmark, order, variant, x, p in sets:
-        pred = np.concatenate([np.asarray(greedy_answers(lm, params, x[i : i + CHUNK], p["query"][i : i + CHUNK]))
-                               for i in range(0, len(x), CHUNK)])  # fmt: skip
-        groups = list(enumerate(FAMILIES)) if (p["family"] >= 0).all() else [(-1, "tuning")]
-        for f, family in groups:  # the held-out families, or one group of tuning concepts
-            rows = p["family"] == f
-            records.append({
-                **labels, "benchmark": benchmark, "order": order, "variant": variant, "family": family,
-                "accuracy": float(np.mean(pred[rows] == p["answer"][rows])),
-                "follows_demos": float(np.mean(pred[rows] == p["demo_answer"][rows])),
-                "recency": float(np.mean(pred[rows] == p["last_demo"][rows])),
-                "letter_a": float(np.mean(pred[rows] == LETTER0)), "episodes": int(rows.sum()),
-            })  # fmt: skip
-    return records
+    return stages.train_stage(stage, learner(scale), cfg, root, seed, figure=FIGURE, shared=SHARED, progress=progress)
 
 
 def accuracy(records: Sequence[dict[str, Any]], model: str, benchmark: str, family: str | None = None) -> np.ndarray:
@@ -388,17 +242,6 @@ def diagnostics(records: Sequence[dict[str, Any]], models: Sequence[str]) -> dic
     }
 
 
-def choices(text: str | None, accepted: Sequence[str], default: Sequence[str], flag: str) -> tuple[str, ...]:
-    """A comma-separated subset of `accepted` (None: `default`); a one-line error names the accepted ones."""
-    if text is None:
-        return tuple(default)
-    names = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [n for n in names if n not in accepted]
-    if unknown or not names:
-        raise ConfigError(f"{flag}: unknown {', '.join(unknown) or '(none given)'}; accepted: {', '.join(accepted)}")
-    return names
-
-
 def measured(id_: str, statement: str, stat: dict[str, Any], compare: str, threshold: float, on_mean: bool,
              pre: tuple[Claim, ...] = ()) -> Claim:  # fmt: skip
     """A claim on a seed statistic {mean, lo, hi, n}: on its t interval's bound, or on the mean where `on_mean` (the
@@ -408,12 +251,6 @@ def measured(id_: str, statement: str, stat: dict[str, Any], compare: str, thres
     method = "mean over seeds, 95% t interval" if bounded else "mean over seeds (the threshold is on the mean)"
     return Claim(id_, statement, stat["mean"], compare, threshold, (lo, hi) if bounded else None, stat["n"], method,
                  pre)  # fmt: skip
-
-
-def error_bars(stats: Sequence[dict[str, float]]) -> list[list[float]]:
-    """matplotlib's yerr from seed intervals (none where one seed gives no interval)."""
-    return [[s["mean"] - s["lo"] if np.isfinite(s["lo"]) else 0.0 for s in stats],
-            [s["hi"] - s["mean"] if np.isfinite(s["hi"]) else 0.0 for s in stats]]  # fmt: skip
 
 
 @spec.register("multimodal")
@@ -433,14 +270,15 @@ class Multimodal(spec.Experiment):
 
     def run(self, ctx: spec.Context) -> dict[str, Any]:
         scale, args, table_ = ctx.scale, ctx.args, stage_table(ctx.scale)
-        requested = choices(args.stages, tuple(table_), scale.stages, "--stages")
-        selected = choices(args.benchmarks, tuple(BENCHMARKS), scale.benchmarks, "--benchmarks")
+        requested = scale.stages if args.stages is None else spec.parse_choices(args.stages, tuple(table_), "--stages")
+        selected = (scale.benchmarks if args.benchmarks is None
+                    else spec.parse_choices(args.benchmarks, tuple(BENCHMARKS), "--benchmarks"))  # fmt: skip
         seeds = [ctx.seed + i for i in range(ctx.seeds or scale.seeds)]
         plan = {s: [n for n in with_ancestors(requested, table_) if n in requested] for s in seeds}  # parents first
         if args.ablations:
             plan[seeds[0]] = with_ancestors([*plan[seeds[0]], *scale.ablations], table_)
         for seed, names in plan.items():
-            check_parents(names, table_, ctx.root, seed)
+            check_parents(names, table_, ctx.root, seed, SHARED)
         started, eval_s = time.perf_counter(), 0.0
         names = [n for b in selected for n in ((b, f"{b}_text") if b in TWINS else (b,))]
         records: list[dict[str, Any]] = []
@@ -451,8 +289,8 @@ class Multimodal(spec.Experiment):
             for name in plan[seed]:
                 params, info = train_stage(table_[name], scale, ctx.root, seed, seeds[0], ctx.progress)
                 t0 = time.perf_counter()
-                sets = sets or benchmark_sets(names, scale.episodes, seed)
-                records += evaluate_model(lm, params, sets, model=name, seed=seed)
+                sets = sets or benchmark_sets(names, scale.episodes, stream_key(seed, TEST_STREAM))
+                records += evaluate_model(lm, params, sets, chunk=CHUNK, model=name, seed=seed)
                 info["eval_s"] = round(time.perf_counter() - t0, 1)
                 eval_s += info["eval_s"]
                 stages_info.append(info)

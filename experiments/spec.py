@@ -162,17 +162,20 @@ def parser(experiment: Experiment) -> argparse.ArgumentParser:
     return p
 
 
+def parse_choices(text: str, accepted: Sequence[str], flag: str) -> tuple[str, ...]:
+    """A comma-separated subset of `accepted` given to option `flag` (e.g. --regimes anchored,symmetric), duplicates
+    dropped in order; a one-line error names the unknown and the accepted ones."""
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [n for n in names if n not in accepted]
+    if unknown or not names:
+        raise ConfigError(f"{flag}: unknown {', '.join(unknown) or '(none given)'}; accepted: {', '.join(accepted)}")
+    return names
+
+
 def parse_learners(text: str) -> tuple[str, ...]:
     """A comma-separated list of registered learners (e.g. --learners icl,protonet); a one-line error names the
     accepted ones."""
-    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
-    accepted = learners.names()
-    unknown = [n for n in names if n not in accepted]
-    if unknown or not names:
-        raise ConfigError(
-            f"--learners: unknown {', '.join(unknown) or '(none given)'}; accepted: {', '.join(accepted)}"
-        )
-    return names
+    return parse_choices(text, learners.names(), "--learners")
 
 
 def context(experiment: Experiment, args: argparse.Namespace) -> Context:
@@ -229,4 +232,14 @@ def script(experiment: type[Experiment]) -> None:
     sys.exit(guarded(lambda: main(experiment)))
 
 
-__all__ = ["Context", "Experiment", "Scale", "discover", "main", "parse_learners", "register", "script"]
+__all__ = [
+    "Context",
+    "Experiment",
+    "Scale",
+    "discover",
+    "main",
+    "parse_choices",
+    "parse_learners",
+    "register",
+    "script",
+]

@@ -1,4 +1,5 @@
-"""Per-position metrics for any Learner, with bootstrap intervals over tasks, as tidy curve records."""
+"""Per-position metrics for any Learner, with bootstrap intervals over tasks, as tidy curve records; and the greedy
+answers of a next-token learner at one position per sequence (`greedy_answers`)."""
 
 from __future__ import annotations
 
@@ -128,3 +129,11 @@ def curves_on(
                   **timing, **labels)
         )  # fmt: skip
     return curves
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def greedy_answers(learner: Learner, params: Any, x_BLD: jax.Array, query_B: jax.Array) -> jax.Array:
+    """The greedy answer token of each sequence of a next-token learner (whose `predict` reads no `y`): the argmax
+    over the vocabulary at its answer position `query_B` -> [B]."""
+    logp_BLV = learner.predict(params, x_BLD, jnp.zeros(x_BLD.shape[:2], jnp.int32))
+    return jnp.argmax(jnp.take_along_axis(logp_BLV, query_B[:, None, None], 1)[:, 0], -1)

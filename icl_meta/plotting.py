@@ -276,3 +276,10 @@ def plot_regions(panels: Sequence[Sequence[Regions]], path: Path, title: str = "
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def error_bars(stats: Sequence[dict[str, Any]]) -> list[list[float]]:
+    """matplotlib's yerr [2, len(stats)] from seed intervals {mean, lo, hi} (`icl_meta.evaluate.seed_interval`): zero
+    where one seed gives no interval (a NaN bound)."""
+    return [[s["mean"] - s["lo"] if np.isfinite(s["lo"]) else 0.0 for s in stats],
+            [s["hi"] - s["mean"] if np.isfinite(s["hi"]) else 0.0 for s in stats]]  # fmt: skip

@@ -38,6 +38,12 @@ episodes):
     qa           open answers to Q_what: the value of one attribute (task induction: the demos reveal which) or, with
                  probability `pseudo_fraction`, the pseudo-name of the class (in-context remapping)
     icl_caption  demos and query are captioning turns
+
+Benchmarks (`BENCHMARKS`, `benchmark_sets`): the held-out test sets of the multimodal experiment, each a setting of
+this family over the five benchmark families (fs: paper B's 2-way 1-shot MC with pseudo-names, its 2/4-shot and
+4-way versions, induction, remap, zs; fs_tuning on the tuning concepts), a text twin of each (`NAME_text`), the MC
+ones also with the options reversed and fs also with shuffled images or flipped demonstration answers (`VARIANTS`).
+`icl_curriculum` is the ICL-tuning curriculum over the family's knobs (shot_limit, mc_focus, fine).
 """
 
 from __future__ import annotations
@@ -45,13 +51,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from icl_meta import families
 from icl_meta.contracts import Episode, TaskFamily
+from icl_meta.curriculum import Curriculum, Stepwise
 from icl_meta.errors import ConfigError, require, require_bool, require_choice, require_int, require_number
 from tasks.base import register
 
@@ -522,3 +531,84 @@ def _render(
 def _stack(fields: dict[str, jax.Array]) -> Episode:
     x, y = fields.pop("x"), fields.pop("y")
     return Episode(x, y.astype(jnp.int32), fields)
+
+
+# --------------------------------------------------------------------------------------------------- benchmarks
+
+BENCH_N = 72  # the sequence length of a benchmark episode (fs_4shot needs 50)
+BENCHMARKS: dict[str, dict[str, Any]] = {  # fs: 2-way 1-shot MC with pseudo-names; induction: Q_what; remap: open
+    "fs": dict(mix=(("mc", 1.0),), ordered=True, shots_max=1, pseudo_fraction=1.0),
+    "fs_2shot": dict(mix=(("mc", 1.0),), ordered=True, shots_max=2, pseudo_fraction=1.0),
+    "fs_4shot": dict(mix=(("mc", 1.0),), ordered=True, shots_max=4, pseudo_fraction=1.0),
+    "fs_4way": dict(mix=(("mc", 1.0),), ordered=True, shots_max=1, ways=4, pseudo_fraction=1.0),
+    "induction": dict(mix=(("qa", 1.0),), shots_min=2, shots_max=2, pseudo_fraction=0.0),
+    "remap": dict(mix=(("qa", 1.0),), ordered=True, shots_max=1, pseudo_fraction=1.0),
+    "zs": dict(mix=(("image_qa", 1.0),), shots_max=0),
+    # not held out: fs on the tuning concepts, the in-distribution check that ICL tuning taught ICL at all
+    "fs_tuning": dict(mix=(("mc", 1.0),), ordered=True, shots_max=1, pseudo_fraction=1.0, concepts="tuning"),
+}
+MC_BENCHMARKS = ("fs", "fs_2shot", "fs_4shot", "fs_4way", "fs_tuning")  # also scored with the options reversed
+VARIANTS: dict[str, dict[str, bool]] = {  # fs's perturbations of the demonstrations (the query's truth kept)
+    "none": {}, "shuffle_images": {"shuffle_images": True}, "flip_answers": {"flip_answers": True}
+}  # fmt: skip
+
+
+class BenchmarkSet(NamedTuple):
+    """One benchmark's episodes on the host, in one option order and variant."""
+
+    benchmark: str  # a name of BENCHMARKS, or NAME_text (its text twin)
+    order: str  # original, or reversed (MC_BENCHMARKS: the letters in reverse class order)
+    variant: str  # a name of VARIANTS
+    x_BLD: np.ndarray
+    params: dict[str, np.ndarray]  # the episodes' params (query, answer, demo_answer, last_demo, family, ...)
+
+
+def world_family(**fields: Any) -> MultimodalConversations:
+    """The family with `fields` set (through the registry: an unknown field is a one-line error)."""
+    family = families.get("multimodal", **fields)
+    assert isinstance(family, MultimodalConversations)
+    return family
+
+
+def icl_curriculum(steps: int) -> Curriculum:
+    """C1 for the first half (k <= 1 demonstrations, coarse groups, MC only), then C2 (k <= 4, the full mix with
+    fine-grained groups and pseudo-names). The schedule is this suite's choice: paper B does not publish its own."""
+    half = max(steps // 2, 1)
+    return Curriculum.of(
+        shot_limit=Stepwise(1, 4, 3, half), mc_focus=Stepwise(1.0, 0.0, -1.0, half), fine=Stepwise(0.0, 0.5, 0.5, half)
+    )
+
+
+def benchmark_family(name: str) -> MultimodalConversations:
+    """The benchmark `name` (`_text`: its text twin) over the five held-out families (episode b: family b mod 5)."""
+    base, text = (name[: -len("_text")], True) if name.endswith("_text") else (name, False)
+    return world_family(**{"concepts": "benchmark", "text": text, **BENCHMARKS[base]})
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _sample_variant(family: MultimodalConversations, key: jax.Array, episodes: int, flags_3: jax.Array) -> Episode:
+    """One compiled sampler per benchmark for every option order and perturbation (traced flags, paired episodes)."""
+    variant = copy.copy(family)
+    for name, flag in zip(("reverse_options", "shuffle_images", "flip_answers"), flags_3, strict=True):
+        object.__setattr__(variant, name, flag)
+    return variant.sample(key, episodes, BENCH_N)
+
+
+def benchmark_sets(names: Sequence[str], episodes: int, key: jax.Array) -> list[BenchmarkSet]:
+    """The benchmarks `names`, `episodes` per held-out family, per option order and (fs) perturbation, from `key` (a
+    test stream): every model evaluated on them sees the same episodes."""
+    sets = []
+    for name in names:
+        family = benchmark_family(name)
+        # one key per benchmark, whatever else is selected, shared with its text twin (paired episodes)
+        benchmark_key = jax.random.fold_in(key, list(BENCHMARKS).index(name.removesuffix("_text")))
+        orders = ("original", "reversed") if name.split("_text")[0] in MC_BENCHMARKS else ("original",)
+        for order in orders:
+            for variant in tuple(VARIANTS) if name == "fs" and order == "original" else ("none",):
+                flags = VARIANTS[variant] | {"reverse_options": order == "reversed"}
+                flags_3 = jnp.asarray(
+                    [flags.get(k, False) for k in ("reverse_options", "shuffle_images", "flip_answers")]
+                )
+                ep = _sample_variant(family, benchmark_key, len(BENCHMARK_FAMILIES) * episodes, flags_3)
+                sets.append(BenchmarkSet(name, order, variant, np.asarray(ep.x), jax.tree.map(np.asarray, ep.params)))
+    return sets

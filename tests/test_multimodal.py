@@ -20,8 +20,8 @@ from icl_meta.sequence_loss import MaskedNextToken
 from icl_meta.train import TrainConfig, train
 from tasks import multimodal as mm
 
-N = mmx.BENCH_N
-FS = mmx.BENCHMARKS["fs"]
+N = mm.BENCH_N
+FS = mm.BENCHMARKS["fs"]
 
 
 def tokens(episode) -> np.ndarray:
@@ -75,7 +75,7 @@ def fs_pair():
     out = {}
     for text in (False, True):
         for reverse in (False, True):
-            family = mmx.world_family(concepts="benchmark", text=text, reverse_options=reverse, nuisance=0.0, noise=0.0,
+            family = mm.world_family(concepts="benchmark", text=text, reverse_options=reverse, nuisance=0.0, noise=0.0,
                                       **FS)  # fmt: skip
             out[text, reverse] = (family, family.sample(jax.random.key(7), 100, N))
     return out
@@ -175,11 +175,11 @@ def test_benchmark_families_discriminate_by_their_attributes(fs_pair):
 
 
 def test_perturbations_are_paired_with_the_original():
-    family = mmx.world_family(concepts="benchmark", **FS)
+    family = mm.world_family(concepts="benchmark", **FS)
     key = jax.random.key(5)
     plain = family.sample(key, 50, N)
-    flipped = mmx.world_family(concepts="benchmark", flip_answers=True, **FS).sample(key, 50, N)
-    shuffled = mmx.world_family(concepts="benchmark", shuffle_images=True, **FS).sample(key, 50, N)
+    flipped = mm.world_family(concepts="benchmark", flip_answers=True, **FS).sample(key, 50, N)
+    shuffled = mm.world_family(concepts="benchmark", shuffle_images=True, **FS).sample(key, 50, N)
     np.testing.assert_array_equal(plain.params["answer"], flipped.params["answer"])
     assert (np.asarray(flipped.params["demo_answer"]) != np.asarray(plain.params["answer"])).all()  # the other letter
     c, s = np.asarray(plain.params["classes"]), np.asarray(shuffled.params["classes"])
@@ -221,7 +221,7 @@ def test_too_short_sequences_are_refused():
 
 def test_learner_is_causal_and_uses_images():
     lm = baselines.get("multimodal_lm", width=16, depth=2, heads=2)
-    family = mmx.world_family(concepts="benchmark", **FS)
+    family = mm.world_family(concepts="benchmark", **FS)
     ep = family.sample(jax.random.key(2), 4, N)
     params = lm.init(jax.random.key(0), family.spec)
     out = np.asarray(lm.predict(params, ep.x, ep.y))
