@@ -31,7 +31,6 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-import scipy.stats
 from tqdm.auto import tqdm
 
 from baselines import clustering
@@ -137,14 +136,6 @@ def jobs(scale: Scale, seed: int, regimes: Sequence[str], others: Sequence[str])
     return out
 
 
-def choices(text: str, accepted: Sequence[str], flag: str) -> tuple[str, ...]:
-    names = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [n for n in names if n not in accepted]
-    if unknown or not names:
-        raise ConfigError(f"{flag}: unknown {', '.join(unknown) or '(none given)'}; accepted: {', '.join(accepted)}")
-    return names
-
-
 @dataclasses.dataclass
 class Split:
     """A regime's held-out tasks: the unlabeled set U and the queries Q, inputs and true labels."""
@@ -159,19 +150,6 @@ class Split:
 def split(family: TaskFamily, scale: Scale, seed: int) -> Split:
     ep, u = family.sample(stream_key(seed, TEST_STREAM), scale.tasks, scale.unlabeled + scale.queries), scale.unlabeled
     return Split(family, ep.x[:, :u], np.asarray(ep.y[:, :u]), ep.x[:, u:], np.asarray(ep.y[:, u:]))
-
-
-def scores(pred_BN: Any, true_BN: np.ndarray, num_classes: int | None) -> dict[str, np.ndarray]:
-    """Per-task metrics of a labelling: raw and permutation accuracy, NMI, collapse; or the squared error."""
-    pred_BN = np.asarray(pred_BN)
-    if num_classes is None:
-        return {"squared_error": ((pred_BN - true_BN) ** 2).mean(-1)}
-    return {
-        "accuracy": label_metrics.accuracy_raw(pred_BN, true_BN),
-        "accuracy_perm": label_metrics.accuracy_perm(pred_BN, true_BN, num_classes),
-        "nmi": label_metrics.nmi(pred_BN, true_BN),
-        "collapsed": label_metrics.collapsed(pred_BN, num_classes).astype(float),
-    }
 
 
 def headline_metric(regime: str, method: str = "") -> str:
@@ -196,7 +174,7 @@ class Results:
         for name, pred, true in (("U", pred_U, self.data.y_U), ("Q", pred_Q, self.data.y_Q)):
             row: dict[str, Any] = {"regime": self.regime, "sigma": self.sigma, "method": method, "learner": learner}
             row["split"] = name
-            for metric, per_task in scores(pred, true, self.C).items():
+            for metric, per_task in label_metrics.scores(pred, true, self.C).items():
                 self.per_task[(tag, name, metric)] = per_task
                 summary = label_metrics.summary(per_task)
                 row[metric] = round(summary["mean"], 4)
@@ -207,7 +185,7 @@ class Results:
         """Curves of the headline metric over rounds or steps (`ticks`); the last entry is the method's row."""
         metric = headline_metric(self.regime)
         for name, true in (("U", self.data.y_U), ("Q", self.data.y_Q)):
-            values_BT = np.stack([scores(p, true, self.C)[metric] for p in list(out[name])], axis=1)
+            values_BT = np.stack([label_metrics.scores(p, true, self.C)[metric] for p in list(out[name])], axis=1)
             labels = {"regime": self.regime, "sigma": self.sigma, "method": method, "learner": learner, "split": name}
             self.curves.append(evaluate.curve(values_BT, **labels, metric=metric, axis=axis, ticks=list(ticks)))
         self.add(method, out["U"][-1], out["Q"][-1], learner=learner)
@@ -235,8 +213,7 @@ def run_classification(res: Results, icl: tuple[Learner, Any], scale: Scale, met
         res.add("sup_icl", *timed(log, "sup_icl", sup))
     start_U, start_Q = zs_U, zs_Q
     if anchors is None:  # no zero-shot knowledge: a random class-balanced labelling (of Q too) breaks the symmetry
-        start_U, start_Q = (jax.vmap(lambda k, n=x.shape[1]: jax.random.permutation(k, jnp.arange(n) % C))(
-            jax.random.split(next(keys), x.shape[0])) for x in (d.x_U, d.x_Q))  # fmt: skip
+        start_U, start_Q = (joint.balanced_random_labels(next(keys), *x.shape[:2], C) for x in (d.x_U, d.x_Q))
     found: dict[str, np.ndarray] = {}  # each method's final labelling of U, for the objective-alignment metrics
 
     def uicl(name: str, cfg: joint.ICLConfig, who: str = "icl", pair: tuple[Learner, Any] = icl) -> None:
@@ -294,42 +271,13 @@ def run_classification(res: Results, icl: tuple[Learner, Any], scale: Scale, met
                                noise_std=d.family.sigma)  # fmt: skip
         res.add("sup_icl", *joint.supervised_icl(bayes, None, next(keys), d.x_U, d.y_U, d.x_Q, C, scale.icl), "bayes")
         uicl("uicl", scale.icl, "bayes", (bayes, None))
-    if main and "exact" in methods:
-        exact = exact_alignment(learner, params, d, scale, C, next(keys), log, found)
-        res.rows.append({"regime": res.regime, "sigma": res.sigma, "method": "exact", "learner": "icl", **exact})
-
-
-def exact_alignment(learner: Learner, params: Any, d: Split, scale: Scale, C: int, key: jax.Array,
-                    log: dict[str, float], found: dict[str, np.ndarray]) -> dict[str, Any]:  # fmt: skip
-    """Exact joint inference on the first `exact_points` points of U of `exact_tasks` tasks (2 example orders), at
-    gamma 0 and 10: its accuracy, and the learner's own J per point of the best, the true, the zero-shot labelling and
-    each method's (`found`) on those points. Is the joint likelihood a good unsupervised criterion?"""
-    b, m = min(scale.exact_tasks, d.x_U.shape[0]), scale.exact_points
-    x, true = d.x_U[:b, :m], d.y_U[:b, :m]
-    orders = joint.random_orders(key, 2, m)
-    j_all = np.asarray(timed(log, "exact", lambda: joint.exact_scores(learner, params, x, C, orders)[0]))
-    labelings = joint.all_labelings(C, m)
-    h_all = np.asarray(joint.labelling_entropy(jnp.asarray(labelings), C))
-    rows, place = np.arange(b), C ** np.arange(m - 1, -1, -1)
-
-    def j_of(labels_Bm: np.ndarray) -> float:  # mean J per point of these labellings (their rows in `labelings`)
-        return round(float(j_all[rows, (labels_Bm * place).sum(-1)].mean() / m), 4)
-
-    out: dict[str, Any] = {"split": "U", "tasks": b, "points": m}
-    for gamma in (0.0, 10.0):
-        best = labelings[(j_all + gamma * m * h_all[None]).argmax(-1)]
-        out[f"accuracy_gamma{gamma:g}"] = round(float((best == true).mean()), 4)
-        out[f"accuracy_perm_gamma{gamma:g}"] = round(float(label_metrics.accuracy_perm(best, true, C).mean()), 4)
-        out[f"collapsed_gamma{gamma:g}"] = round(float(label_metrics.collapsed(best, C).mean()), 4)
-    best_j = j_all.max(-1)
-    out["J_best"], out["J_true"] = round(float(best_j.mean() / m), 4), j_of(true)
-    out["J_zero_shot"] = j_of(np.asarray(jnp.argmax(joint.zero_shot(learner, params, x, C), -1)))
-    out.update({f"J_{method}": j_of(labels[:b, :m]) for method, labels in found.items()})
-    out["true_within_1nat_per_point"] = round(float(((best_j - j_all[rows, (true * place).sum(-1)]) <= m).mean()), 4)
-    acc_all = (labelings[None] == true[:, None]).mean(-1)  # [B, L]; average ranks: accuracy has many ties
-    spearman = [scipy.stats.spearmanr(j_all[i], acc_all[i]).statistic for i in rows]
-    out["spearman_J_accuracy"] = round(float(np.mean(spearman)), 4)
-    return out
+    if main and "exact" in methods:  # is J a good criterion? Exactly, on the first points of U of the first tasks
+        b, m, k = min(scale.exact_tasks, d.x_U.shape[0]), scale.exact_points, next(keys)
+        found_m = {name: labels[:b, :m] for name, labels in found.items()}
+        exact = timed(log, "exact", lambda: joint.exact_alignment(learner, params, k, d.x_U[:b, :m], d.y_U[:b, :m], C,
+                                                                  found_m))  # fmt: skip
+        row = {"regime": res.regime, "sigma": res.sigma, "method": "exact", "learner": "icl", "split": "U", "tasks": b}
+        res.rows.append({**row, "points": m, **{name: round(value, 4) for name, value in exact.items()}})
 
 
 def run_regression(res: Results, icl: tuple[Learner, Any], scale: Scale, key: jax.Array, log: dict[str, float]):
@@ -361,8 +309,8 @@ class Unsupervised(spec.Experiment):
         parser.add_argument("--regimes", default=",".join(REGIMES), help=f"a subset of {','.join(REGIMES)}")
 
     def run(self, ctx: spec.Context) -> dict[str, Any]:
-        methods = set(choices(ctx.args.methods, METHODS, "--methods"))
-        regimes = choices(ctx.args.regimes, REGIMES, "--regimes")
+        methods = set(spec.parse_choices(ctx.args.methods, METHODS, "--methods"))
+        regimes = spec.parse_choices(ctx.args.regimes, REGIMES, "--regimes")
         scale, t0 = ctx.scale, time.perf_counter()
         others = ctx.learners if "learners" in methods and "anchored" in regimes else ()
         grid = jobs(scale, ctx.seed, regimes, others)

@@ -9,9 +9,11 @@ every position i, so the joint log-likelihood of a labelling,
 costs one call, for the ICL transformer in every protocol and for every meta-learner alike. Position 0 (an empty
 context) is the zero-shot predictor. What this module builds on J:
 
-- `exact_joint_inference`: the best labelling of a small set by enumeration (the oracle for the objective);
+- `exact_joint_inference`: the best labelling of a small set by enumeration (the oracle for the objective), and
+  `exact_alignment`: how well J ranks labellings by accuracy (the J of the best, true, zero-shot and any labelling);
 - `unsupervised_icl`: the multi-round approach (Alg. B2): pseudo-labelled, class-balanced demonstrations, majority
-  votes, every query of every task in one jitted call per round;
+  votes, every query of every task in one jitted call per round, from zero-shot labels or, with no zero-shot
+  knowledge, `balanced_random_labels`;
 - `unsupervised_finetune`: the amortized approach (Alg. B1): a task encoder (a zero-initialised low-rank adapter of
   the learner, run zero-shot, or a linear head) trained against the frozen learner's J with the entropy regulariser
   and the Rao-marginalised gradient estimator, `lax.scan`ned and vmapped over tasks.
@@ -25,13 +27,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.stats
 
+from icl_meta import label_metrics
 from icl_meta.adapters import lora_apply, lora_init
 from icl_meta.contracts import Learner
 from icl_meta.errors import ConfigError, require, require_bool, require_choice, require_int, require_number
@@ -171,6 +176,55 @@ def exact_joint_inference(
     }
 
 
+def exact_alignment(
+    learner: Learner,
+    params: Any,
+    key: Array,
+    x_BmD: Array,
+    true_Bm: Any,
+    num_classes: int,
+    found: Mapping[str, Any] | None = None,
+    *,
+    orders: int = 2,
+    gammas: Sequence[float] = (0.0, 10.0),
+) -> dict[str, float]:
+    """Is the learner's joint likelihood a good unsupervised criterion on these small sets (m points of B tasks, true
+    labels `true_Bm`)? Enumerates every labelling's J, averaged over `orders` example orders (`random_orders(key)`).
+
+    Returns, unrounded: for each gamma in `gammas`, the `accuracy_gamma{g}`, `accuracy_perm_gamma{g}` and
+    `collapsed_gamma{g}` (rate) of the labelling maximising J + gamma * m * H; the mean J per point of the best
+    labelling (`J_best`), the true one (`J_true`), the zero-shot one (`J_zero_shot`) and each labelling of `found`
+    (name -> [B, m] labels: `J_{name}`); the share of tasks whose true labelling is within 1 nat per point of the best
+    (`true_within_1nat_per_point`); and the mean over tasks of the Spearman correlation between J and accuracy across
+    the labellings (`spearman_J_accuracy`, average ranks: accuracy has many ties)."""
+    b, m = x_BmD.shape[:2]
+    true = np.asarray(true_Bm)
+    check_labels(true, (b, m), num_classes, "true_Bm")
+    j_all = np.asarray(exact_scores(learner, params, x_BmD, num_classes, random_orders(key, orders, m))[0])
+    labelings = all_labelings(num_classes, m)
+    h_all = np.asarray(labelling_entropy(jnp.asarray(labelings), num_classes))
+    rows, place = np.arange(b), num_classes ** np.arange(m - 1, -1, -1)
+
+    def j_of(labels_Bm: np.ndarray) -> float:  # mean J per point of these labellings (their rows in `labelings`)
+        return float(j_all[rows, (labels_Bm * place).sum(-1)].mean() / m)
+
+    out: dict[str, float] = {}
+    for gamma in gammas:
+        best = labelings[(j_all + gamma * m * h_all[None]).argmax(-1)]
+        out[f"accuracy_gamma{gamma:g}"] = float((best == true).mean())
+        out[f"accuracy_perm_gamma{gamma:g}"] = float(label_metrics.accuracy_perm(best, true, num_classes).mean())
+        out[f"collapsed_gamma{gamma:g}"] = float(label_metrics.collapsed(best, num_classes).mean())
+    best_j = j_all.max(-1)
+    out["J_best"], out["J_true"] = float(best_j.mean() / m), j_of(true)
+    out["J_zero_shot"] = j_of(np.asarray(jnp.argmax(zero_shot(learner, params, x_BmD, num_classes), -1)))
+    out.update({f"J_{name}": j_of(np.asarray(labels)) for name, labels in (found or {}).items()})
+    out["true_within_1nat_per_point"] = float(((best_j - j_all[rows, (true * place).sum(-1)]) <= m).mean())
+    acc_BL = (labelings[None] == true[:, None]).mean(-1)
+    spearman = [scipy.stats.spearmanr(j_all[i], acc_BL[i]).statistic for i in rows]
+    out["spearman_J_accuracy"] = float(np.mean(spearman))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # In-context prediction with sampled demonstrations, and unsupervised ICL
 
@@ -280,6 +334,17 @@ def _icl_predict(
         return jnp.argmax(votes_QC + probs_QC, -1).astype(jnp.int32), probs_QC  # probs < 1 only break ties
 
     return jax.lax.map(per_task, (pool_x_BUD, pool_y_BU, query_x_BQD, exclude_BQ, keys_BQR))
+
+
+def balanced_random_labels(key: Array, batch: int, n: int, num_classes: int) -> Array:
+    """A random class-balanced labelling of B tasks of N points, int32 [B, N]: each task's labels are a random
+    permutation (its own key, `jax.random.split(key, batch)`) of 0, 1, .., C-1, 0, 1, .. (class counts differ by at
+    most one). Breaks the label symmetry where there is no zero-shot knowledge."""
+    require_int(batch, "balanced_random_labels: batch")
+    require_int(n, "balanced_random_labels: n")
+    require_int(num_classes, "balanced_random_labels: num_classes")
+    labels_N = jnp.arange(n) % num_classes
+    return jax.vmap(lambda k: jax.random.permutation(k, labels_N))(jax.random.split(key, batch))
 
 
 def check_pool(cfg: ICLConfig, pool_size: int) -> None:

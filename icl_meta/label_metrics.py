@@ -1,6 +1,7 @@
 """Metrics of a predicted labelling of a task's points (docs/papers.md §9.4), for unsupervised in-context learning
 and the clustering baselines: raw and best-permutation accuracy, NMI and ARI, label-marginal entropy and collapse,
-gap recovered, and task-bootstrap summaries and paired comparisons of methods on the same tasks.
+gap recovered (`scores`: the per-task set of them an evaluation reports, or the squared error of a regression), and
+task-bootstrap summaries and paired comparisons of methods on the same tasks.
 
 Host-side numpy (and scipy's Hungarian solver): these run once per evaluation on [B, N] integer labellings, so
 clarity wins over jit. Labels are class ids 0..C-1 where `num_classes` is given; `nmi`/`ari` accept any integer ids
@@ -183,6 +184,21 @@ def collapsed(pred_BN: Any, num_classes: int) -> np.ndarray:
     return marginal_entropy(pred_BN, num_classes) < 0.5 * math.log(num_classes)
 
 
+def scores(pred_BN: Any, true_BN: Any, num_classes: int | None) -> dict[str, np.ndarray]:
+    """Per-task metrics [B] of a predicted labelling of B tasks: `accuracy` (raw), `accuracy_perm`, `nmi` and
+    `collapsed` (as 0/1 floats) with class ids 0..C-1; or, for regression (`num_classes` None), the `squared_error`
+    of predicted targets, averaged over each task's points."""
+    pred_BN = np.asarray(pred_BN)
+    if num_classes is None:
+        return {"squared_error": ((pred_BN - true_BN) ** 2).mean(-1)}
+    return {
+        "accuracy": accuracy_raw(pred_BN, true_BN),
+        "accuracy_perm": accuracy_perm(pred_BN, true_BN, num_classes),
+        "nmi": np.asarray(nmi(pred_BN, true_BN)),
+        "collapsed": collapsed(pred_BN, num_classes).astype(float),
+    }
+
+
 def gap_recovered(method: Any, zero_shot: Any, supervised: Any, *, min_gap: float = 1e-9) -> float:
     """(A_method - A_ZS) / (A_SUP - A_ZS) on the means of the given accuracies (scalars or per-task arrays): 0 no gain
     over zero-shot, 1 on par with the supervised reference. NaN when |A_SUP - A_ZS| <= min_gap: no gap to recover
@@ -254,5 +270,6 @@ __all__ = [
     "nmi",
     "nmi_per_task",
     "paired_difference",
+    "scores",
     "summary",
 ]

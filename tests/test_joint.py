@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 import baselines
 import tasks
@@ -83,6 +84,59 @@ def test_exact_joint_inference_finds_the_true_labelling_with_the_bayes_learner()
     # with the entropy term the score is J + gamma m H; a huge gamma forces a balanced labelling
     balanced = joint.exact_joint_inference(learner, None, ep.x, 2, gamma=100.0, orders_KN=orders)
     assert np.all(np.asarray(balanced["labels"]).sum(-1) == 4)
+
+
+def test_exact_alignment_against_a_brute_force_recomputation():
+    # noisy enough that the best labelling is not the true one, and the entropy term changes it
+    family = tasks.get("anchored_prototype", d=4, num_classes=2, sigma=1.5, shift=0.5)
+    ep = family.sample(jax.random.PRNGKey(20), 3, 4)
+    x, true = ep.x, np.asarray(ep.y)
+    learner, key, (b, m) = bayes_for(family), jax.random.PRNGKey(21), true.shape
+    found = {"zeros": np.zeros((b, m), np.int32), "truth": true}
+    got = joint.exact_alignment(learner, None, key, x, true, 2, found)
+    # every labelling's J, one at a time, on the same two example orders
+    labelings = np.array(list(itertools.product(range(2), repeat=m)), np.int32)
+    orders = joint.random_orders(key, 2, m)
+
+    def J(labels_Bm, x_BmD=x):
+        return np.asarray(joint.joint_log_likelihood(learner, None, x_BmD, jnp.asarray(labels_Bm), 2, orders))
+
+    j_BL = J(np.tile(labelings, (b, 1)), jnp.repeat(x, len(labelings), axis=0)).reshape(b, -1)  # one call
+    h_L = np.array([-sum(p * np.log(p) for p in np.bincount(lab, minlength=2) / m if p > 0) for lab in labelings])
+    for gamma in (0.0, 10.0):
+        best = labelings[np.argmax(j_BL + gamma * m * h_L, axis=1)]
+        assert got[f"accuracy_gamma{gamma:g}"] == pytest.approx((best == true).mean(), abs=1e-6)
+        flipped = np.maximum((best == true).mean(1), (best != true).mean(1))  # C=2: the best renaming
+        assert got[f"accuracy_perm_gamma{gamma:g}"] == pytest.approx(flipped.mean(), abs=1e-6)
+        one_class = np.array([len(set(row)) == 1 for row in best])  # H < 0.5 log 2 with m=4: all in one class
+        assert got[f"collapsed_gamma{gamma:g}"] == pytest.approx(one_class.mean(), abs=1e-6)
+    assert got["accuracy_gamma0"] < got["accuracy_gamma10"] < 1.0
+    assert got["J_best"] == pytest.approx(j_BL.max(1).mean() / m, abs=1e-5) and got["J_best"] > got["J_true"]
+    assert got["J_true"] == pytest.approx(J(true).mean() / m, abs=1e-5) == pytest.approx(got["J_truth"], abs=1e-6)
+    assert got["J_zeros"] == pytest.approx(J(found["zeros"]).mean() / m, abs=1e-5)
+    zero_shot = np.argmax(np.asarray(joint.zero_shot(learner, None, x, 2)), -1)
+    assert got["J_zero_shot"] == pytest.approx(J(zero_shot).mean() / m, abs=1e-5)
+    assert got["true_within_1nat_per_point"] == pytest.approx(np.mean(j_BL.max(1) - J(true) <= m))
+    acc_BL = (labelings[None] == true[:, None]).mean(-1)
+    rank = lambda v: scipy.stats.rankdata(v)  # noqa: E731  average ranks: accuracy ties
+    spearman = [np.corrcoef(rank(j_BL[i]), rank(acc_BL[i]))[0, 1] for i in range(b)]
+    assert got["spearman_J_accuracy"] == pytest.approx(np.mean(spearman), abs=1e-6)
+    assert 0.0 < got["spearman_J_accuracy"] <= 1.0  # the Bayes learner's J ranks accurate labellings higher
+
+
+def test_balanced_random_labels_are_balanced_and_deterministic_in_the_key():
+    key = jax.random.PRNGKey(22)
+    labels = np.asarray(joint.balanced_random_labels(key, 5, 7, 3))
+    assert labels.shape == (5, 7) and labels.dtype == np.int32
+    for row in labels:  # 7 points, 3 classes: counts 3, 2, 2, a random permutation of 0 1 2 0 1 2 0
+        np.testing.assert_array_equal(np.bincount(row, minlength=3), [3, 2, 2])
+    assert len({tuple(row) for row in labels}) > 1  # each task its own order
+    np.testing.assert_array_equal(labels, np.asarray(joint.balanced_random_labels(key, 5, 7, 3)))
+    assert not np.array_equal(labels, np.asarray(joint.balanced_random_labels(jax.random.PRNGKey(23), 5, 7, 3)))
+    # exactly the draws of one permutation per task, each with its own key of jax.random.split(key, B)
+    keys = jax.random.split(key, 5)
+    each = [np.asarray(jax.random.permutation(k, jnp.arange(7) % 3)) for k in keys]
+    np.testing.assert_array_equal(labels, np.stack(each))
 
 
 def test_labelling_entropy():

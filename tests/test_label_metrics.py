@@ -24,6 +24,7 @@ from icl_meta.label_metrics import (
     nmi,
     nmi_per_task,
     paired_difference,
+    scores,
     summary,
 )
 
@@ -124,6 +125,42 @@ def test_marginal_entropy_and_collapse() -> None:
     np.testing.assert_array_equal(collapsed(labels_BN, 3), [True, False, True, False])
     two_BN = np.array([[0] * 9 + [1], [0] * 8 + [1] * 2])  # H = 0.325 and 0.500 against 0.5 log 2 = 0.347
     np.testing.assert_array_equal(collapsed(two_BN, 2), [True, False])
+
+
+def test_scores_of_a_hand_made_labelling_against_a_numpy_recomputation() -> None:
+    true_BN = np.array([[0, 0, 1, 1, 2, 2], [0, 1, 2, 0, 1, 2], [0, 1, 2, 0, 1, 2]])
+    # task 0: the true clusters under other names; task 1: collapsed onto class 0; task 2: one point wrong
+    pred_BN = np.array([[1, 1, 0, 0, 2, 2], [0, 0, 0, 0, 0, 1], [0, 1, 2, 0, 1, 1]])
+    got = scores(pred_BN, true_BN, 3)
+    assert list(got) == ["accuracy", "accuracy_perm", "nmi", "collapsed"]
+
+    def nmi_by_hand(p: np.ndarray, t: np.ndarray) -> float:  # I(T; P) / mean(H(T), H(P)) from the joint histogram
+        joint_CC = np.array([[np.mean((t == i) & (p == j)) for j in range(3)] for i in range(3)])
+        pt, pp = joint_CC.sum(1), joint_CC.sum(0)
+        nz = joint_CC > 0
+        mi = np.sum(joint_CC[nz] * np.log(joint_CC[nz] / np.outer(pt, pp)[nz]))
+        h = [-np.sum(q[q > 0] * np.log(q[q > 0])) for q in (pt, pp)]
+        return mi / np.mean(h)
+
+    best_perm = [
+        max(np.mean(np.array(perm)[p] == t) for perm in itertools.permutations(range(3)))
+        for p, t in zip(pred_BN, true_BN, strict=True)
+    ]
+    hist_BC = np.stack([np.bincount(p, minlength=3) / 6 for p in pred_BN])
+    entropy_B = [-np.sum(h[h > 0] * np.log(h[h > 0])) for h in hist_BC]
+    np.testing.assert_allclose(got["accuracy"], (pred_BN == true_BN).mean(1))
+    np.testing.assert_allclose(got["accuracy"], [2 / 6, 2 / 6, 5 / 6])
+    np.testing.assert_allclose(got["accuracy_perm"], best_perm)
+    np.testing.assert_allclose(got["accuracy_perm"], [1.0, 3 / 6, 5 / 6])  # task 1: renaming 1 -> 2 finds one more
+    np.testing.assert_allclose(got["nmi"], [nmi_by_hand(p, t) for p, t in zip(pred_BN, true_BN, strict=True)])
+    assert got["nmi"][0] == pytest.approx(1.0)
+    np.testing.assert_array_equal(got["collapsed"], (np.array(entropy_B) < 0.5 * np.log(3)).astype(float))
+    np.testing.assert_array_equal(got["collapsed"], [0.0, 1.0, 0.0])
+    # regression: only the squared error, averaged over each task's points
+    pred_BN2, true_BN2 = np.array([[0.5, 1.0, -1.0], [2.0, 2.0, 2.0]]), np.array([[0.0, 1.0, 1.0], [2.0, 2.0, 3.0]])
+    regression = scores(pred_BN2, true_BN2, None)
+    assert list(regression) == ["squared_error"]
+    np.testing.assert_allclose(regression["squared_error"], [(0.25 + 0 + 4) / 3, 1 / 3])
 
 
 def test_gap_recovered_arithmetic() -> None:
