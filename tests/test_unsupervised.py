@@ -10,13 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from baselines.protonet import ProtoNet
 from experiments import unsupervised
 from experiments.cli import main as cli_main
-from icl_meta import label_metrics
+from icl_meta import label_metrics, learners
 from icl_meta.claims import problems, records
 from icl_meta.errors import ConfigError
 
 CPU = Path(__file__).resolve().parent.parent / "figures" / "unsupervised_cpu.json"
+
+
+@learners.register("outside_protonet")
+class OutsideProtoNet(ProtoNet):
+    """A learner registered outside the repository's packages: the comparison goes through it like a built-in one."""
 
 
 def test_unknown_method_or_regime_names_the_accepted_values():
@@ -113,6 +119,7 @@ def test_a_regime_where_the_learner_does_not_learn_in_context_tests_nothing():
 @pytest.mark.slow
 def test_smoke_scale_end_to_end(tmp_path):
     argv = ["--scale", "smoke", "--figures", str(tmp_path / "fig"), "--no-progress"]
+    argv += ["--learners", "outside_protonet,matchnet,cnp"]  # one defined in this module
     doc = unsupervised.main([*argv, "--out", str(tmp_path / "runs")])
     saved = json.loads((tmp_path / "fig" / "unsupervised_smoke.json").read_text())
     assert json.dumps(saved["claims"]) == json.dumps(doc["claims"])
@@ -123,7 +130,8 @@ def test_smoke_scale_end_to_end(tmp_path):
         assert ("anchored_sigma0.8", method, "icl", "Q") in rows
     for method in ("kmeans", "em", "kmeans_anchored"):
         assert ("anchored_sigma0.8", method, "classical", "Q") in rows
-    assert {("anchored_sigma0.8", "uicl", who, "Q") for who in ("protonet", "matchnet", "cnp", "bayes")} <= rows
+    compared = ("outside_protonet", "matchnet", "cnp", "bayes")
+    assert {("anchored_sigma0.8", "uicl", who, "Q") for who in compared} <= rows
     assert ("regression", "uicl", "icl", "Q") in rows and ("symmetric", "uicl", "icl", "Q") in rows
     rounds = [c for c in doc["curves"] if c["axis"] == "round" and c["method"] == "uicl" and c["learner"] == "icl"]
     assert all(len(c["mean"]) == unsupervised.SCALES["smoke"].icl.rounds + 1 for c in rounds)
