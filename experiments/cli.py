@@ -131,7 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also the learner's per-position agreement with each closed-form rule (the 'agreement' rule set): "
         "under 'agreement' in the JSON, with a summary, and a heat map JSON_agreement.png",
     )
-    rep = sub.add_parser("reproduce", help="run an experiment (a figure's, or any registered one)")
+    rep = sub.add_parser(
+        "reproduce",
+        help="run an experiment (a figure's, or any registered one); its own options (--learners, --seeds, ...) "
+        "follow: `python -m experiments.fig2_single --help` lists them",
+    )
     rep.add_argument("figure", help="which: fig2, fig3, fig4, fig6, unsupervised, multimodal, or one from --import")
     rep.add_argument(
         "--scale",
@@ -160,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command == "bench":
         args.bench_args = extra
+    elif args.command == "reproduce":
+        args.experiment_args = extra  # the experiment's own options (--learners, --seeds, ...), checked by it
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "devices", None) is not None and args.devices > 1:
@@ -174,9 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     def run() -> None:
+        from experiments.spec import import_module
+
         compile_cache.enable_from(args)
         for module in args.imports or []:
-            _import(module)
+            import_module(module)
         commands[args.command](args)
 
     from icl_meta.errors import guarded
@@ -196,18 +204,6 @@ def _force_host_devices(count: int) -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
-
-
-def _import(module: str) -> None:
-    import importlib
-
-    from icl_meta.errors import ConfigError
-
-    sys.path.insert(0, os.getcwd())  # a module next to where the command runs
-    try:
-        importlib.import_module(module)
-    except ImportError as err:
-        raise ConfigError(f"--import {module}: {err}") from None
 
 
 def parse_curriculum(items: list[str] | None) -> Any:
@@ -358,7 +354,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     argv += ["--out", str(args.out)] if args.out is not None else []
     argv += ["--no-progress"] if args.no_progress else []
     argv += ["--from-results"] if args.from_results else []
-    argv += compile_cache_argv(args)
+    argv += compile_cache_argv(args) + args.experiment_args
     for cls in found[args.figure]:
         if args.scale not in cls.scales:
             raise ConfigError(f"{cls.name}: no scale {args.scale!r}; accepted: {', '.join(cls.scales)}")
@@ -376,9 +372,11 @@ def cmd_claims(args: argparse.Namespace) -> None:
     for path in args.results:
         if not path.exists():
             raise ConfigError(f"claims: no file {path}")
-        records = read_json(path).get("claims")
-        if not isinstance(records, list):
-            raise ConfigError(f"claims: {path} has no claims list (not an experiment's results JSON?)")
+        doc = read_json(path)
+        if not isinstance(doc, dict) or not isinstance(doc.get("claims"), list):
+            print(f"{path}: no claims (not an experiment's results)")
+            continue
+        records = doc["claims"]
         found = [problem for record in records for problem in claims.problems(record)]
         if found:
             raise ConfigError(f"claims: {path}: {'; '.join(found[:3])}")

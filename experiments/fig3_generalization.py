@@ -123,7 +123,7 @@ def flat_rules(doc: dict[str, Any]) -> list[Claim]:
 
 def shift_claims(doc: dict[str, Any], name: str) -> list[Claim]:
     """T7: an in-context model's accuracy does not rise with sigma on any family, and drops by SHIFT_TOLERANCE from
-    the lowest to the highest sigma on at least one."""
+    the lowest to the highest sigma on average over the families."""
     sigmas, n, out = doc["config"]["settings"]["sigmas"], doc["config"]["settings"]["test_tasks"], []
     for fam in FAMILIES:
         rises = [accuracy(doc, name, fam, b) - accuracy(doc, name, fam, a) for a, b in pairwise(sigmas)]
@@ -133,11 +133,12 @@ def shift_claims(doc: dict[str, Any], name: str) -> list[Claim]:
         rise = max(rises, default=math.nan)
         out.append(Claim(f"T7_{name}_{fam}_no_rise", what, rise, "<=", 0.0, n=n, method=method, preconditions=pre))
     drops = {fam: accuracy(doc, name, fam, sigmas[0]) - accuracy(doc, name, fam, sigmas[-1]) for fam in FAMILIES}
-    what = f"{name}'s accuracy drops by at least {SHIFT_TOLERANCE} from sigma {sigmas[0]:g} to {sigmas[-1]:g} on at "
-    what += "least one family"
-    method = "largest drop of the mean accuracy: " + ", ".join(f"{f} {d:+.4f}" for f, d in drops.items())
+    what = f"{name}'s accuracy drops by at least {SHIFT_TOLERANCE} from sigma {sigmas[0]:g} to {sigmas[-1]:g}, "
+    what += "averaged over the families"
+    method = "mean over the families of the drop of the mean accuracy: "
+    method += ", ".join(f"{f} {d:+.4f}" for f, d in drops.items())
     pre = tuple(learns(doc, name, fam) for fam in FAMILIES)
-    drop = max(drops.values())
+    drop = float(np.mean(list(drops.values())))  # a fixed aggregate, not the best of three
     return [*out, Claim(f"T7_{name}_drop", what, drop, ">=", SHIFT_TOLERANCE, n=n, method=method, preconditions=pre)]
 
 

@@ -294,6 +294,10 @@ class Fig4Curriculum(spec.Experiment):
                 (f"error_at_step_{early}", f"lower error over positions >= d at step {early} with the curriculum",
                  lambda row: row[f"error_pos_ge_d_step{early}"], None),
             )  # fmt: skip
+            paired = Claim(  # one seed gives no interval: the claims are then not tested, rather than false
+                f"T9_seeds_for_an_interval{tag}", f"{name}: at least 2 seeds per arm for a paired t interval",
+                estimate=float(len(seeds)), compare=">=", threshold=2.0, n=len(seeds), method="seeds per arm",
+            )  # fmt: skip
             for measure, statement, value, extra in measures:
                 none = np.asarray([value(by["none", s]) for s in seeds], float)
                 dims = np.asarray([value(by["dims", s]) for s in seeds], float)
@@ -301,7 +305,7 @@ class Fig4Curriculum(spec.Experiment):
                 out.append(Claim(
                     f"T9_{measure}{tag}", f"{name}: {statement}", estimate=diff["mean"], compare=">", threshold=0.0,
                     interval=(diff["lo"], diff["hi"]), n=diff["n"], method=PAIRED,
-                    preconditions=(plateau_holds,) if extra is None else (plateau_holds, extra),
+                    preconditions=(paired, plateau_holds) if extra is None else (paired, plateau_holds, extra),
                 ))  # fmt: skip
         return out
 

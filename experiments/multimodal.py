@@ -322,6 +322,10 @@ class Multimodal(spec.Experiment):
                          p["accuracy"], ">=", PRECONDITION, on_mean=True)
                 for name, p in c["preconditions"].items()
             )  # fmt: skip
+            if "text_lm_learns_in_context" not in c["preconditions"]:  # not measured: the claims are not tested
+                missing = "the text LM or the text twin was not evaluated (--stages, --benchmarks)"
+                pre += (Claim(f"{b}/text_lm_learns_in_context", "the text LM learns in context", None, ">=",
+                              PRECONDITION, method=missing),)  # fmt: skip
 
             def add(name: str, statement: str, stat: dict, compare: str, threshold: float, on_mean: bool = False):
                 out.append(measured(f"{b}/{name}", statement, stat, compare, threshold, on_mean, pre))  # noqa: B023

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import os
 import pkgutil
 import sys
 import time
@@ -108,6 +109,15 @@ class Experiment:
         return args.out or Path("runs") / self.reproduce_name() / args.scale
 
 
+def import_module(module: str) -> None:
+    """Import `module` (found beside where the command runs too) for what it registers; a one-line error if absent."""
+    sys.path.insert(0, os.getcwd())
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        raise ConfigError(f"--import {module}: {err}") from None
+
+
 EXPERIMENTS = Registry("experiment")
 
 
@@ -137,7 +147,9 @@ def discover() -> dict[str, list[type[Experiment]]]:
 def parser(experiment: Experiment) -> argparse.ArgumentParser:
     """The options every experiment shares (--scale, --seed, --out, --figures, --no-progress, --from-results, the
     compilation cache; --learners and --seeds where it takes them) and its own."""
-    p = argparse.ArgumentParser(prog=f"python -m {type(experiment).__module__}", description=experiment.description())
+    module = sys.modules[type(experiment).__module__]
+    name = module.__spec__.name if module.__spec__ is not None else module.__name__  # not "__main__" under -m
+    p = argparse.ArgumentParser(prog=f"python -m {name}", description=experiment.description())
     p.add_argument("--scale", choices=tuple(experiment.scales), default="cpu", help="problem size (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of the training runs and test sets (default 0)")
     if experiment.takes_seeds:
@@ -156,6 +168,13 @@ def parser(experiment: Experiment) -> argparse.ArgumentParser:
         "--from-results",
         action="store_true",
         help="run nothing: re-decide the claims, redraw and reprint from the saved results JSON",
+    )
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        metavar="MODULE",
+        help="import a module first (one that registers learners or task families), repeatable",
     )
     compile_cache.add_options(p)
     experiment.add_arguments(p)
@@ -201,21 +220,27 @@ def main(experiment: Experiment | type[Experiment], argv: Sequence[str] | None =
         experiment = experiment()
     args = parser(experiment).parse_args(argv)
     compile_cache.enable_from(args)
+    for module in args.imports or []:
+        import_module(module)
     path = Path(args.figures) / f"{experiment.stem(args)}.json"
     if args.from_results:
-        if not path.exists():
-            raise ConfigError(f"--from-results: no saved results at {path}")
-        doc = read_json(path)
+        doc = saved_results(path)
         doc.pop("claims", None)
         wall_s = doc.pop("wall_s", None)
     else:
         started = time.perf_counter()
         doc = experiment.run(context(experiment, args))
         wall_s = round(time.perf_counter() - started, 1)
-    decided = claims_lib.records(experiment.claims(doc))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {**doc, "claims": None, "wall_s": wall_s})  # the results are safe before any analysis
+    try:
+        decided = claims_lib.records(experiment.claims(doc))
+    except (KeyError, IndexError, TypeError, StopIteration) as err:
+        if not args.from_results:
+            raise
+        raise ConfigError(f"--from-results: {path} lacks what {experiment.name}'s claims read ({err!r})") from None
     doc["claims"] = decided
     doc["wall_s"] = wall_s
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, doc)
     experiment.draw(doc, path.parent)
     experiment.report(doc)
@@ -224,6 +249,21 @@ def main(experiment: Experiment | type[Experiment], argv: Sequence[str] | None =
         print("\n".join(claims_lib.summary_lines(decided)))
     timing = "re-decided from the saved results" if args.from_results else f"wall time {wall_s:.0f} s"
     print(f"\n{timing}; wrote {path} and its PNGs")
+    return doc
+
+
+def saved_results(path: Path) -> dict[str, Any]:
+    """The results document saved at `path`; a one-line ConfigError if there is none or it is not one."""
+    import json
+
+    if not path.exists():
+        raise ConfigError(f"--from-results: no saved results at {path}")
+    try:
+        doc = read_json(path)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--from-results: {path} is not JSON ({err})") from None
+    if not isinstance(doc, dict) or "experiment" not in doc:
+        raise ConfigError(f"--from-results: {path} is not a results document")
     return doc
 
 

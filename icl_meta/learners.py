@@ -101,6 +101,9 @@ def register_rules(kind: str) -> Callable[[RuleSet], RuleSet]:
         raise ValueError(f"unknown rule set {kind!r}; accepted: {', '.join(RULE_KINDS)}")
 
     def wrap(fn: RuleSet) -> RuleSet:
+        known = _RULE_SETS.get(kind)
+        if known is not None and known.__qualname__ != fn.__qualname__:  # the same one imported twice is fine
+            raise ConfigError(f"rule set {kind!r} is already registered by {known.__module__}.{known.__qualname__}")
         _RULE_SETS[kind] = fn
         return fn
 

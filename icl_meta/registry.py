@@ -37,7 +37,12 @@ def load_plugins() -> None:
         return
     _plugins = plugin_modules()  # set before importing: a plugin's own registrations look names up
     for module in _plugins:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(
+                f"plugin {module!r} (an icl_meta.plugins entry point or ${PLUGIN_VARIABLE}): {err}"
+            ) from None
 
 
 class Registry:
@@ -49,8 +54,12 @@ class Registry:
         """Class decorator: make a class available as `get(name)`; sets `cls.name` (its one statement of its name)."""
 
         def wrap(cls: type) -> type:
-            if name in self._classes and self._classes[name] is not cls:
-                raise ValueError(f"{self.kind} {name!r} is already registered by {self._classes[name].__qualname__}")
+            known = self._classes.get(name)
+            if known is not None and known is not cls:
+                if _same_definition(known, cls):  # a module run as __main__ and imported again: its first class stays
+                    return known
+                where = f"{known.__module__}.{known.__qualname__}"
+                raise ConfigError(f"{self.kind} {name!r} is already registered by {where}")
             cls.name = name  # type: ignore[attr-defined]
             self._classes[name] = cls
             return cls
@@ -90,6 +99,11 @@ class Registry:
         if missing:
             raise ConfigError(f"{name}: {', '.join(missing)} must be given (no default)")
         return cls(**hparams)
+
+
+def _same_definition(a: type, b: type) -> bool:
+    """Two classes from one source: the same qualified name, one of them defined in a module run as `__main__`."""
+    return a.__qualname__ == b.__qualname__ and "__main__" in (a.__module__, b.__module__)
 
 
 def _required(field: dataclasses.Field) -> bool:

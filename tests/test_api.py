@@ -102,3 +102,21 @@ def test_an_uninstalled_source_tree_names_its_plugins_in_a_variable(tmp_path):
     env["ICL_META_PLUGINS"] = "tasks,baselines"
     named = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root, env=env)
     assert named.stdout.split() == ["True", "built"]
+
+
+def test_a_name_registered_twice_is_one_line_unless_it_is_the_same_class_run_as_main():
+    from icl_meta.registry import Registry
+
+    reg = Registry("thing")
+
+    @reg.register("a")
+    class A:
+        pass
+
+    class B:
+        pass
+
+    with pytest.raises(ConfigError, match=r"thing 'a' is already registered by .*A"):
+        reg.register("a")(B)
+    twin = type("A", (), {"__module__": "__main__", "__qualname__": A.__qualname__})
+    assert reg.register("a")(twin) is A  # `python -m module` registers first, the import later: one class stays

@@ -166,3 +166,14 @@ def test_an_experiment_in_its_own_file_is_discovered_and_run(tmp_path, monkeypat
     assert "ncm_of_my_own" in capsys.readouterr().out
     assert main(["reproduce", "no_such_experiment", "--scale", "smoke"]) == 2
     assert "unknown experiment 'no_such_experiment'" in capsys.readouterr().err
+
+
+def test_reproduce_passes_an_experiments_own_options_and_bad_saved_results_are_one_line(tmp_path, capsys):
+    assert main(["reproduce", "fig2", "--scale", "smoke", "--learners", "no_such_learner"]) == 2
+    assert "--learners: unknown no_such_learner; accepted:" in capsys.readouterr().err  # checked before any training
+    (tmp_path / "fig2_single_smoke.json").write_text("[1, 2]")
+    assert main(["reproduce", "fig2", "--scale", "smoke", "--figures", str(tmp_path), "--from-results"]) == 2
+    assert "is not a results document" in capsys.readouterr().err
+    (tmp_path / "fig2_single_smoke.json").write_text('{"experiment": "fig2_single"}')  # lacks what its claims read
+    assert main(["reproduce", "fig2", "--scale", "smoke", "--figures", str(tmp_path), "--from-results"]) == 2
+    assert "lacks what fig2_single's claims read" in capsys.readouterr().err

@@ -76,14 +76,16 @@ def check_claims(doc, suffix=""):
         assert claim["estimate"] == pytest.approx(diff.mean()) and claim["n"] == len(seeds)
         lo, hi = claim["interval"]
         assert lo <= claim["estimate"] <= hi and claim["compare"] == ">" and claim["threshold"] == 0
-        plateau = claim["preconditions"][0]
+        seeds_pre, plateau = claim["preconditions"][:2]
+        assert seeds_pre["id"] == f"T9_seeds_for_an_interval{suffix}" and seeds_pre["estimate"] == len(seeds)
+        assert seeds_pre["held"] == (len(seeds) >= 2)  # one seed: no interval, so not tested rather than false
         assert plateau["id"] == f"T9_plateau_precondition{suffix}" and plateau["threshold"] == 3
         plateaus = [never if (p := rows["none", s]["plateau_steps"]) is None else p for s in seeds]
         assert plateau["estimate"] == pytest.approx(np.mean(plateaus) / settings["interval"])
         if claim["held"] is not None:
             assert claim["held"] == (lo > 0)
         assert claim["held"] == decide(claim)
-    censored = claims[f"T9_steps_to_half_d{suffix}"]["preconditions"][1]
+    censored = claims[f"T9_steps_to_half_d{suffix}"]["preconditions"][2]
     reached = [rows["dims", s]["steps_to_half_d"] is not None for s in seeds]
     assert censored["estimate"] == np.mean(reached) and censored["held"] == all(reached)
 
