@@ -11,10 +11,12 @@ reuses everything else (Adam, scan, evaluation, checkpoints, resume, logging).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
 import time
+from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
 import jax
@@ -311,11 +313,34 @@ class Prequential:
 PREQUENTIAL = Prequential()
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("learner", "family", "cfg", "num_steps", "mesh", "objective"),
-    donate_argnames=("state",),
-)
+def _steps(
+    state: TrainState,
+    train_key: jax.Array,
+    *,
+    learner: Learner,
+    family: TaskFamily,
+    cfg: TrainConfig,
+    num_steps: int,
+    mesh: Mesh | None = None,
+    objective: Objective = PREQUENTIAL,
+) -> tuple[TrainState, jax.Array]:
+    opt = optimizer(cfg)
+    objective_loss = functools.partial(objective.loss, learner=learner, family=family, cfg=cfg, mesh=mesh)
+
+    def one_step(state: TrainState, _: None) -> tuple[TrainState, jax.Array]:
+        key = jax.random.fold_in(train_key, state.step)
+        loss, grads = jax.value_and_grad(objective_loss)(state.params, key, state.step)
+        updates, opt_state = opt.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(state.step + 1, params, opt_state, state.loss_sum + loss), loss
+
+    return jax.lax.scan(one_step, state, None, length=num_steps)
+
+
+STEP_STATICS = ("learner", "family", "cfg", "num_steps", "mesh", "objective")
+
+
+@functools.partial(jax.jit, static_argnames=STEP_STATICS, donate_argnames=("state",))
 def train_steps(
     state: TrainState,
     train_key: jax.Array,
@@ -329,17 +354,29 @@ def train_steps(
 ) -> tuple[TrainState, jax.Array]:
     """`num_steps` training steps in one compiled call; returns the new state and the loss of each step.
     Step s draws its tasks from fold_in(train_key, s); `cfg` is static (pass `cfg.step_settings()`)."""
-    opt = optimizer(cfg)
-    objective_loss = functools.partial(objective.loss, learner=learner, family=family, cfg=cfg, mesh=mesh)
+    return _steps(
+        state, train_key, learner=learner, family=family, cfg=cfg, num_steps=num_steps, mesh=mesh, objective=objective
+    )
 
-    def one_step(state: TrainState, _: None) -> tuple[TrainState, jax.Array]:
-        key = jax.random.fold_in(train_key, state.step)
-        loss, grads = jax.value_and_grad(objective_loss)(state.params, key, state.step)
-        updates, opt_state = opt.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(state.step + 1, params, opt_state, state.loss_sum + loss), loss
 
-    return jax.lax.scan(one_step, state, None, length=num_steps)
+@functools.partial(jax.jit, static_argnames=STEP_STATICS, donate_argnames=("state_S",))
+def train_steps_seeds(
+    state_S: TrainState,
+    train_key_S: jax.Array,
+    *,
+    learner: Learner,
+    family: TaskFamily,
+    cfg: TrainConfig,
+    num_steps: int,
+    mesh: Mesh | None = None,
+    objective: Objective = PREQUENTIAL,
+) -> tuple[TrainState, jax.Array]:
+    """`train_steps` for S seeds at once: every leaf of the state and the train keys carry a leading seed axis
+    (`jax.vmap` over the step; the K steps stay one `lax.scan`). Returns the new states and losses [S, num_steps]."""
+    steps = functools.partial(
+        _steps, learner=learner, family=family, cfg=cfg, num_steps=num_steps, mesh=mesh, objective=objective
+    )
+    return jax.vmap(steps)(state_S, train_key_S)
 
 
 @functools.partial(jax.jit, static_argnames=("objective", "learner", "family", "cfg"))
@@ -393,60 +430,135 @@ def train(
     config.json (key "objective"), so a resume with another objective is refused. `init_params` starts from
     those parameters instead of the learner's initialisation (a fine-tuning stage; a resume restores its checkpoint).
     """
-    if run is None:
-        return _train(learner, family, cfg, None, config, resume, progress, mesh, until, objective, init_params)
-    with run.locked():
-        return _train(learner, family, cfg, run, config, resume, progress, mesh, until, objective, init_params)
+    runs = None if run is None else [run]
+    return train_seeds(
+        learner, family, cfg, [cfg.seed], runs, [config], resume, progress, mesh, until, objective, init_params
+    )[0]
+
+
+def train_seeds(
+    learner: Learner,
+    family: TaskFamily,
+    cfg: TrainConfig,
+    seeds: Sequence[int],
+    runs: Sequence[RunDir] | None = None,
+    configs: Sequence[dict[str, Any] | None] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    mesh: Mesh | None = None,
+    until: int | None = None,
+    objective: Objective = PREQUENTIAL,
+    init_params: Any = None,
+) -> list[TrainResult]:
+    """`train` for several seeds of one configuration (`cfg` with its `seed` replaced by each of `seeds`), trained
+    as one program: the parameters, optimizer states and train keys carry a leading seed axis (`train_steps_seeds`),
+    so one compilation serves every seed, and each seed's result equals its own `train` run up to float reordering.
+
+    Each seed keeps its own run directory (`runs[i]`, with config.json `configs[i]`): metrics, checkpoints and
+    results, each resumable alone or with the others (a batched resume continues from the last step that every
+    seed has checkpointed). `wall_s` in the metrics is the wall time of the whole batch. One seed is the plain,
+    unbatched step. Several seeds take no `stop_at` (each seed would stop at its own step) and no device mesh."""
+    seeds = [int(s) for s in seeds]
+    require(len(seeds) >= 1 and len(set(seeds)) == len(seeds), f"seeds must be distinct and not empty, got {seeds}")
+    require(
+        runs is None or len(runs) == len(seeds), f"{len(seeds)} seeds need {len(seeds)} run directories, got {runs}"
+    )
+    if len(seeds) > 1:
+        require(cfg.stop_at is None, "stop_at stops each seed at its own step: train several seeds without it")
+        require(mesh is None, "several seeds train on one device (a seed axis) or on a mesh, not both yet")
+    with contextlib.ExitStack() as held:
+        for run in runs or ():
+            held.enter_context(run.locked())
+        return _train(learner, family, cfg, seeds, runs, configs, resume, progress, mesh, until, objective, init_params)
+
+
+@dataclasses.dataclass
+class _Seed:
+    """One seed of a (possibly batched) run: its config, run directory, checkpoints, history and held-out set."""
+
+    cfg: TrainConfig
+    run: RunDir | None
+    checkpointer: Checkpointer | None
+    history: list[dict[str, Any]]
+    episode: Episode
+    values: np.ndarray | None = None  # the last full evaluation [B, N] ...
+    values_step: int = -1  # ... and its step
+    diagnosed: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        if self.run is not None:
+            self.run.log_metrics(record)
+
+
+def _common_checkpoint(checkpointers: Sequence[Checkpointer]) -> int | None:
+    """The last step that every seed's checkpoints hold (None: some seed has none, so all start afresh)."""
+    held = [set(c.manager.all_steps()) for c in checkpointers]
+    common = set.intersection(*held) if held else set()
+    return max(common) if common else None
 
 
 def _train(
     learner: Learner,
     family: TaskFamily,
     cfg: TrainConfig,
-    run: RunDir | None,
-    config: dict[str, Any] | None,
+    seeds: list[int],
+    runs: Sequence[RunDir] | None,
+    configs: Sequence[dict[str, Any] | None] | None,
     resume: bool,
     progress: bool,
     mesh: Mesh | None,
     until: int | None,
     objective: Objective,
     init_params: Any,
-) -> TrainResult:
+) -> list[TrainResult]:
     spec = family.spec
     metric = evaluate.metric_name(spec)
     objective.check(family, cfg)
-    state = replicate(init_state(learner, family, cfg, init_params), mesh)
-    checkpointer = None
-    history: list[dict[str, Any]] = []
-    if run is not None:
-        config = dict(config or {})
-        if objective.config() is not None:
-            config["objective"] = objective.config()
-        run.start(config, resume=resume)
-        checkpointer = Checkpointer(run.checkpoint_dir)
-        if resume:
-            if checkpointer.latest_step() is not None:
-                state = replicate(checkpointer.restore(state), mesh)
-            run.truncate_metrics(int(state.step))  # lines logged after the last checkpoint are redone
-        history = run.metrics()
-    episode = eval_episode(family, cfg)
-    probe_tasks, probe_positions = cfg.probe()
-    probe = Episode(episode.x[:probe_tasks], episode.y[:probe_tasks], {})
-    # A family that marks the positions to learn (a sequence family's loss mask) is scored at those positions only.
-    mask = None if "loss_mask" not in episode.params else np.asarray(episode.params["loss_mask"])
-    values, values_step = None, -1  # the last full evaluation [B, N] and its step
-    diagnostics_key = jax.random.fold_in(stream_key(cfg.seed, EVAL_STREAM), 1)  # the same draws at every evaluation
-    diagnosed: dict[int, dict[str, float]] = {}
+    batched = len(seeds) > 1
+    members: list[_Seed] = []
+    states = []
+    for i, seed in enumerate(seeds):
+        seed_cfg = dataclasses.replace(cfg, seed=seed)
+        run = None if runs is None else runs[i]
+        checkpointer = None
+        if run is not None:
+            config = dict((configs or [None] * len(seeds))[i] or {})
+            if objective.config() is not None:
+                config["objective"] = objective.config()
+            run.start(config, resume=resume)
+            checkpointer = Checkpointer(run.checkpoint_dir)
+        members.append(_Seed(seed_cfg, run, checkpointer, [], eval_episode(family, seed_cfg)))
+        states.append(init_state(learner, family, seed_cfg, init_params))
+    if runs is not None and resume:
+        step = _common_checkpoint([m.checkpointer for m in members if m.checkpointer is not None])
+        for i, member in enumerate(members):
+            if step is not None and member.checkpointer is not None:
+                states[i] = member.checkpointer.restore(states[i], step=step)
+            if member.run is not None:
+                member.run.truncate_metrics(int(states[i].step))  # lines logged after the last checkpoint are redone
+    for member in members:
+        member.history = member.run.metrics() if member.run is not None else []
+    state = replicate(_stack(states) if batched else states[0], mesh)
 
-    def evaluate_now(step: int, loss: float | None, wall: float, full: bool) -> dict[str, Any]:
-        """An evaluation on the probe (tasks and positions), or on every held-out task and position (`full`)."""
-        nonlocal values, values_step
+    def seed_state(i: int) -> TrainState:
+        return jax.tree_util.tree_map(lambda leaf: leaf[i], state) if batched else state
+
+    probe_tasks, probe_positions = cfg.probe()
+    # A family that marks the positions to learn (a sequence family's loss mask) is scored at those positions only.
+    masks = [np.asarray(m.episode.params["loss_mask"]) if "loss_mask" in m.episode.params else None for m in members]
+    probes = [Episode(m.episode.x[:probe_tasks], m.episode.y[:probe_tasks], {}) for m in members]
+
+    def evaluate_now(i: int, params: Any, step: int, loss: float | None, wall: float, full: bool) -> dict[str, Any]:
+        """Seed i's evaluation on the probe (tasks and positions), or on every held-out task and position (`full`)."""
+        member, mask = members[i], masks[i]
+        episode, seed_cfg = member.episode, member.cfg
         if full:
-            values, values_step = evaluate.per_position(learner, state.params, spec, episode), step
-            scores = values[:, cfg.loss_start : cfg.stop]
+            member.values, member.values_step = evaluate.per_position(learner, params, spec, episode), step
+            scores = member.values[:, cfg.loss_start : cfg.stop]
             weights = None if mask is None else mask[:, cfg.loss_start : cfg.stop]
         else:
-            scores = evaluate.per_position(learner, state.params, spec, probe, positions=probe_positions)
+            scores = evaluate.per_position(learner, params, spec, probes[i], positions=probe_positions)
             weights = None if mask is None else mask[:probe_tasks][:, probe_positions]
         mean = scores.mean() if weights is None else (scores * weights).sum() / max(float(weights.sum()), 1.0)
         record = {
@@ -459,77 +571,91 @@ def _train(
         }
         if cfg.curriculum is not None:  # the values the step just finished trained with
             record.update({f"curriculum_{k}": v for k, v in cfg.curriculum.values(max(step - 1, 0)).items()})
-        if step not in diagnosed:  # once per step, also when a target is confirmed by a second, full evaluation
+        if step not in member.diagnosed:  # once per step, also when a target is confirmed by a second evaluation
+            diagnostics_key = jax.random.fold_in(stream_key(seed_cfg.seed, EVAL_STREAM), 1)  # the same draws each time
             scalars = objective_diagnostics(
-                objective, state.params, diagnostics_key, learner=learner, family=family, cfg=cfg.step_settings()
+                objective, params, diagnostics_key, learner=learner, family=family, cfg=cfg.step_settings()
             )
-            diagnosed[step] = {f"objective_{k}": float(v) for k, v in scalars.items()}
-        record.update(diagnosed[step])
+            member.diagnosed[step] = {f"objective_{k}": float(v) for k, v in scalars.items()}
+        record.update(member.diagnosed[step])
         return record
-
-    def log(record: dict[str, Any]) -> None:
-        history.append(record)
-        if run is not None:
-            run.log_metrics(record)
 
     def reached(record: dict[str, Any]) -> bool:
         value = record[f"eval_{metric}"]
         return cfg.stop_at is not None and (value <= cfg.stop_at if spec.is_regression else value >= cfg.stop_at)
 
-    start_step = int(state.step)
-    train_key, step_cfg = stream_key(cfg.seed, TRAIN_STREAM), cfg.step_settings()
+    start_step = int(states[0].step)
+    train_keys = [stream_key(m.cfg.seed, TRAIN_STREAM) for m in members]
+    train_key = jnp.stack(train_keys) if batched else train_keys[0]
+    step_cfg = cfg.step_settings()
+    step_fn = train_steps_seeds if batched else train_steps
     end_step = cfg.steps if until is None else min(until, cfg.steps)
-    if history and history[-1]["step"] == start_step and reached(history[-1]):
-        end_step = start_step  # a run that stopped at its target stays stopped
-    wall_offset = history[-1]["wall_s"] if history else 0.0
+    first = members[0].history
+    if first and first[-1]["step"] == start_step and reached(first[-1]):
+        end_step = start_step  # a run that stopped at its target stays stopped (one seed: stop_at needs one)
+    wall_offset = first[-1]["wall_s"] if first else 0.0
     t0 = saved_at = time.perf_counter()
-    if start_step == 0 and not history:
-        log(evaluate_now(0, None, 0.0, full=False))
-    bar = tqdm(total=cfg.steps, initial=start_step, unit="step", disable=not progress, dynamic_ncols=True)
+    for i, member in enumerate(members):
+        if start_step == 0 and not member.history:
+            member.log(evaluate_now(i, seed_state(i).params, 0, None, 0.0, full=False))
+    label = "step" if not batched else f"step x {len(seeds)} seeds"
+    bar = tqdm(total=cfg.steps, initial=start_step, unit=label, disable=not progress, dynamic_ncols=True)
     step = start_step
     while step < end_step:
         boundary = min((step // cfg.eval_every + 1) * cfg.eval_every, end_step)
         num = min(cfg.scan_steps, boundary - step)
-        state, chunk_losses = train_steps(
-            state,
-            train_key,
-            learner=learner,
-            family=family,
-            cfg=step_cfg,
-            num_steps=num,
-            mesh=mesh,
+        state, chunk_losses = step_fn(
+            state, train_key, learner=learner, family=family, cfg=step_cfg, num_steps=num, mesh=mesh,
             objective=objective,
-        )
-        chunk_losses = np.asarray(chunk_losses)
-        if not np.isfinite(chunk_losses).all() or not params_finite(state.params):
-            finite = np.isfinite(chunk_losses)
-            bad = step + (int(np.argmin(finite)) if not finite.all() else num)
-            last = checkpointer.latest_step() if checkpointer else None
-            kept = f"; the last checkpoint (step {last}) is kept" if last is not None else ""
-            raise TrainingError(f"non-finite loss or parameters at step {bad} (try a lower --lr){kept}")
+        )  # fmt: skip
+        losses_SK = np.asarray(chunk_losses).reshape(len(seeds), num)
+        for i, member in enumerate(members):
+            finite = np.isfinite(losses_SK[i])
+            if not finite.all() or not params_finite(seed_state(i).params):
+                bad = step + (int(np.argmin(finite)) if not finite.all() else num)
+                last = member.checkpointer.latest_step() if member.checkpointer else None
+                kept = f"; the last checkpoint (step {last}) is kept" if last is not None else ""
+                which = f" (seed {member.cfg.seed})" if batched else ""
+                raise TrainingError(f"non-finite loss or parameters at step {bad}{which} (try a lower --lr){kept}")
         step += num
         bar.update(num)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             since_eval = step - (step - 1) // cfg.eval_every * cfg.eval_every
-            loss = float(state.loss_sum) / since_eval
-            record = evaluate_now(step, loss, wall_offset + time.perf_counter() - t0, full=step == cfg.steps)
-            if reached(record) and step < cfg.steps:  # confirmed on every task and position before stopping
-                record = evaluate_now(step, loss, wall_offset + time.perf_counter() - t0, full=True)
-                end_step = step if reached(record) else end_step
-            log(record)
+            loss_S = np.asarray(state.loss_sum).reshape(len(seeds)) / since_eval
+            for i, member in enumerate(members):
+                params = seed_state(i).params
+                wall = wall_offset + time.perf_counter() - t0
+                record = evaluate_now(i, params, step, float(loss_S[i]), wall, full=step == cfg.steps)
+                if reached(record) and step < cfg.steps:  # confirmed on every task and position before stopping
+                    record = evaluate_now(i, params, step, float(loss_S[i]), wall, full=True)
+                    end_step = step if reached(record) else end_step
+                member.log(record)
             state = state.replace(loss_sum=jnp.zeros_like(state.loss_sum))
-            bar.set_postfix(loss=f"{record['loss']:.4f}", **{metric[:3]: f"{record[f'eval_{metric}']:.4f}"})
-            if checkpointer is not None and time.perf_counter() - saved_at >= CHECKPOINT_INTERVAL_S:
-                checkpointer.save(step, state)
+            means = {k: np.mean([m.history[-1][k] for m in members]) for k in ("loss", f"eval_{metric}")}
+            bar.set_postfix(loss=f"{means['loss']:.4f}", **{metric[:3]: f"{means[f'eval_{metric}']:.4f}"})
+            if time.perf_counter() - saved_at >= CHECKPOINT_INTERVAL_S:
+                for i, member in enumerate(members):
+                    if member.checkpointer is not None:
+                        member.checkpointer.save(step, seed_state(i))
                 saved_at = time.perf_counter()
     bar.close()
-    if checkpointer is not None and step > start_step and checkpointer.latest_step() != step:
-        checkpointer.save(step, state)
-    if checkpointer is not None:
-        checkpointer.close()
-    if values is None or values_step != step:  # not fully evaluated at this step yet
-        values = evaluate.per_position(learner, state.params, spec, episode)
-    curve = evaluate.curve(
-        values, train=family.name, test=family.name, learner=learner.name, metric=metric, kind="trained", step=step
-    )
-    return TrainResult(state=state, curve=curve, history=history, episode=episode)
+    results = []
+    for i, member in enumerate(members):
+        if member.checkpointer is not None:
+            if step > start_step and member.checkpointer.latest_step() != step:
+                member.checkpointer.save(step, seed_state(i))
+            member.checkpointer.close()
+        seed_result = seed_state(i)
+        if member.values is None or member.values_step != step:  # not fully evaluated at this step yet
+            member.values = evaluate.per_position(learner, seed_result.params, spec, member.episode)
+        curve = evaluate.curve(
+            member.values, train=family.name, test=family.name, learner=learner.name, metric=metric, kind="trained",
+            step=step,
+        )  # fmt: skip
+        results.append(TrainResult(state=seed_result, curve=curve, history=member.history, episode=member.episode))
+    return results
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+    """Pytrees of one structure stacked leaf by leaf on a new leading (seed) axis."""
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
