@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import os
 import sys
@@ -104,7 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a meta-level curriculum on a task parameter or the context length n, e.g. active_dims=5:20:1:10000 "
         "(Garg et al.'s); repeatable",
     )
-    train.add_argument("--out", required=True, type=Path, help="run directory")
+    train.add_argument(
+        "--seeds", default=None, metavar="S,S,...",
+        help="train these seeds together, as one program (a seed axis), each in --out/seedS (instead of --seed)",
+    )  # fmt: skip
+    train.add_argument("--out", required=True, type=Path, help="run directory (with --seeds: one per seed inside)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--devices", type=int, default=None, help="shard the task batch over this many devices")
     train.add_argument(
@@ -247,7 +252,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from icl_meta.parallel import data_mesh, init_distributed
     from icl_meta.report import write_report
     from icl_meta.runs import RunDir, run_config
-    from icl_meta.train import TrainConfig, train
+    from icl_meta.train import TrainConfig, train_seeds
 
     if args.distributed:
         import jax
@@ -285,16 +290,36 @@ def cmd_train(args: argparse.Namespace) -> None:
         warmup_steps=args.warmup_steps,
         curriculum=parse_curriculum(args.curriculum),
     )
-    config = run_config("train", learner, family, cfg)
     mesh = data_mesh(args.devices) if args.devices is not None else None
-    run = RunDir(args.out)
-    with run.locked():
-        result = train(learner, family, cfg, run, config, resume=args.resume, progress=not args.no_progress, mesh=mesh)
-        curves = [result.curve, *study.reference_curves({family.name: result.episode}, {family.name: family})]
-        write_report(run.results_path, "train", config, curves, cfg.seed, (cfg.loss_start, cfg.stop))
-    last = result.history[-1]
-    metric = next(k for k in last if k.startswith("eval_"))
-    print(f"step {last['step']}: {metric} {last[metric]:.4f} in {last['wall_s']:.0f} s")
+    seeds = [cfg.seed] if args.seeds is None else parse_seeds(args.seeds)
+    seed_cfgs = [dataclasses.replace(cfg, seed=seed) for seed in seeds]
+    runs = [RunDir(args.out)] if args.seeds is None else [RunDir(args.out / f"seed{seed}") for seed in seeds]
+    configs = [run_config("train", learner, family, c) for c in seed_cfgs]
+    with contextlib.ExitStack() as held:
+        for run in runs:
+            held.enter_context(run.locked())
+        results = train_seeds(learner, family, cfg, seeds, runs, configs, resume=args.resume,
+                              progress=not args.no_progress, mesh=mesh)  # fmt: skip
+        for run, config, seed_cfg, result in zip(runs, configs, seed_cfgs, results, strict=True):
+            curves = [result.curve, *study.reference_curves({family.name: result.episode}, {family.name: family})]
+            write_report(run.results_path, "train", config, curves, seed_cfg.seed, (cfg.loss_start, cfg.stop))
+    for seed_cfg, result in zip(seed_cfgs, results, strict=True):
+        last = result.history[-1]
+        metric = next(k for k in last if k.startswith("eval_"))
+        print(f"seed {seed_cfg.seed}, step {last['step']}: {metric} {last[metric]:.4f} in {last['wall_s']:.0f} s")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """--seeds 0,1,2,3 -> [0, 1, 2, 3] (distinct integers)."""
+    from icl_meta.errors import ConfigError
+
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds takes integers separated by commas, e.g. 0,1,2,3; got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds takes distinct integers, e.g. 0,1,2,3; got {text!r}")
+    return seeds
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

@@ -46,6 +46,23 @@ def test_train_writes_config_metrics_results_and_png(trained_run):
     assert (trained_run / "results.png").stat().st_size > 10_000
 
 
+def test_train_seeds_writes_one_run_per_seed_equal_to_its_own_run(trained_run, capsys, tmp_path):
+    """`--seeds 0,3`: one directory per seed, trained together; seed 0's equals the single run of seed 0."""
+    out = tmp_path / "seeds"
+    code, stdout, _ = run_cli(
+        capsys, "train", "--task", "prototype", "--steps", "20", *TINY, *TINY_MODEL, "--seeds", "0,3", "--out",
+        str(out), "--no-progress",
+    )  # fmt: skip
+    assert code == 0 and "seed 3, step 20" in stdout
+    configs = [json.loads((out / f"seed{s}" / "config.json").read_text()) for s in (0, 3)]
+    assert [c["train"]["seed"] for c in configs] == [0, 3]
+    assert configs[0] == json.loads((trained_run / "config.json").read_text())
+    single, batched = (json.loads((d / "results.json").read_text())["curves"][0] for d in (trained_run, out / "seed0"))
+    assert batched["mean"] == pytest.approx(single["mean"], abs=1e-6)
+    code, _, err = run_cli(capsys, "train", "--task", "prototype", "--seeds", "1,x", "--out", str(tmp_path / "bad"))
+    assert code == 2 and "--seeds takes integers" in err
+
+
 def test_eval_on_another_family_and_shifted_sigma(trained_run, capsys):
     code, out, _ = run_cli(capsys, "eval", str(trained_run), "--task", "pairwise", "--tasks", "64")
     assert code == 0 and "icl" in out
