@@ -28,14 +28,25 @@ from icl_meta.transformer import ICLTransformer, preset
 # Helpers of every figure
 
 
+def is_cached(path: Path, settings: dict[str, Any]) -> bool:
+    """Whether `path` holds a value computed with these `settings` (`cached` would read it back)."""
+    settings = json.loads(json.dumps(settings))  # as it reads back (tuples as lists)
+    return path.exists() and read_json(path).get("settings") == settings
+
+
 def cached(path: Path, settings: dict[str, Any], compute: Callable[[], Any]) -> Any:
     """The JSON value saved at `path` if it was computed with these `settings`, else `compute()`, saved with them."""
     settings = json.loads(json.dumps(settings))  # as it reads back (tuples as lists)
-    if path.exists() and (saved := read_json(path)).get("settings") == settings:
-        return saved["value"]
-    value = compute()
+    if is_cached(path, settings):
+        return read_json(path)["value"]
+    return store(path, settings, compute())
+
+
+def store(path: Path, settings: dict[str, Any], value: Any) -> Any:
+    """Save `value` at `path` with the `settings` it was computed with (what `cached` reads back); returns it as it
+    reads back."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"settings": settings, "value": value})
+    write_json(path, {"settings": json.loads(json.dumps(settings)), "value": value})
     return json.loads(json.dumps(value))
 
 

@@ -23,6 +23,8 @@ and 5,000, 4 seeds (~31 min on 2 cores). paper: d=20, 41 points, GPT-2 256/12/8,
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,13 +46,17 @@ from icl_meta.contracts import Episode, Learner, TaskFamily, TaskSpec
 from icl_meta.curriculum import Curriculum, Stepwise
 from icl_meta.errors import require
 from icl_meta.plotting import draw_curves, plot_agreement_curves
-from icl_meta.runs import RunDir, results_document, run_config
-from icl_meta.train import TrainConfig, train
+from icl_meta.runs import RunDir, read_json, results_document, run_config
+from icl_meta.train import TrainConfig
 
 ARMS = ("dims", "none")  # Garg's lr_curri_dim.yaml and lr_curri_0.yaml
 FAMILY = "linear_regression"
 PLATEAU = 0.9  # held-out error / d above this: the plain run has not left the plateau yet
 PRECONDITION_RATIO = 3.0  # the plain runs' plateau must last at least this many curriculum intervals
+# Equivalence margins, fixed before the runs: T9 is decided either way, the curriculum helps (the paired interval of
+# none - dims lies above 0) or it makes no practical difference (the interval lies inside +-margin).
+EQUIVALENT_INTERVALS = 2  # steps to 0.5 d: +-2 curriculum intervals
+EQUIVALENT_ERROR = 0.05  # error at the early checkpoint: +-0.05 d
 PAIRED = "paired difference none - dims over seeds (same seed: same initialisation and test set), 95% t interval"
 
 
@@ -119,49 +125,60 @@ def train_config(scale: CurriculumScale, arm: str, seed: int) -> TrainConfig:
 
 
 def run_arm(
-    scale: CurriculumScale, model: Learner, arm: str, seed: int, path: Path, test: Episode, family: TaskFamily,
-    progress: bool,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
-    """Train one run to each checkpoint in turn, evaluating the per-position curve there (saved in the run
-    directory, so a re-run reuses it after later checkpoints have replaced the weights; the parameters are kept
-    too), and the agreement with each regression rule at each checkpoint. Returns the curves, the agreement records
-    and the run's history (step, training loss, held-out error, active dims)."""
-    cfg, run = train_config(scale, arm, seed), RunDir(path)
-    config = run_config("fig4_curriculum", model, family, cfg)
-
-    def curve_at(checkpoint: int) -> dict[str, Any]:
-        result = train(model, family, cfg, run, config, resume=run.config_path.exists(), progress=progress,
-                       until=checkpoint)  # fmt: skip
-        require(int(result.state.step) == checkpoint, f"{run.path}: expected step {checkpoint}, at {result.state.step}")
-        save_params(run.path / f"params_step{checkpoint}", result.state.params)
-        values = evaluate.per_position(model, result.state.params, family.spec, test)
-        return evaluate.curve(
-            values, train=FAMILY, test=FAMILY, learner=model.name, metric="squared_error", kind="trained",
-            curriculum=arm, seed=seed, step=checkpoint,
+    scale: CurriculumScale, model: Learner, arm: str, seeds: Sequence[int], paths: Sequence[Path], test: Episode,
+    family: TaskFamily, progress: bool,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+    """Train the seeds' runs of one arm together (one program, `study.train_seed_runs`) to each checkpoint in turn,
+    evaluating each seed's per-position curve there (saved in its run directory, so a re-run reuses it after later
+    checkpoints have replaced the weights; the parameters are kept too), and the agreement with each regression rule
+    at each checkpoint. Returns the curves, the agreement records and each run's history (step, training loss,
+    held-out error, active dims)."""
+    cfgs = [train_config(scale, arm, seed) for seed in seeds]
+    configs = [run_config("fig4_curriculum", model, family, cfg) for cfg in cfgs]
+    settings = [{"config": config, "test_tasks": test.x.shape[0]} for config in configs]
+    for checkpoint in scale.checkpoints:
+        todo = [i for i, path in enumerate(paths) if not common.is_cached(
+            path / f"curve_step{checkpoint}.json", {**settings[i], "step": checkpoint})]  # fmt: skip
+        if not todo:
+            continue
+        results = study.train_seed_runs(
+            model, family, cfgs[0], [seeds[i] for i in todo], [paths[i] for i in todo], [configs[i] for i in todo],
+            progress=progress, until=checkpoint,
         )  # fmt: skip
+        for i, result in zip(todo, results, strict=True):
+            require(
+                int(result.state.step) == checkpoint, f"{paths[i]}: expected step {checkpoint}, at {result.state.step}"
+            )
+            save_params(paths[i] / f"params_step{checkpoint}", result.state.params)
+            values = evaluate.per_position(model, result.state.params, family.spec, test)
+            curve = evaluate.curve(
+                values, train=FAMILY, test=FAMILY, learner=model.name, metric="squared_error", kind="trained",
+                curriculum=arm, seed=seeds[i], step=checkpoint,
+            )  # fmt: skip
+            common.store(paths[i] / f"curve_step{checkpoint}.json", {**settings[i], "step": checkpoint}, curve)
 
-    def agreement_at(checkpoint: int) -> list[dict[str, Any]]:
-        path = run.path / f"params_step{checkpoint}"
-        require(path.exists(), f"{path} is missing (the run predates saved checkpoint parameters): delete {run.path}")
-        params = load_params(path, model.init(jax.random.key(0), family.spec))
+    def agreement_at(path: Path, seed: int, checkpoint: int) -> list[dict[str, Any]]:
+        saved = path / f"params_step{checkpoint}"
+        require(saved.exists(), f"{saved} is missing (the run predates saved checkpoint parameters): delete {path}")
+        params = load_params(saved, model.init(jax.random.key(0), family.spec))
         return study.agreement_curves(
             model, params, {FAMILY: test}, {FAMILY: family}, curriculum=arm, seed=seed, step=checkpoint
         )
 
-    settings = {"config": config, "test_tasks": test.x.shape[0]}
-    curves = [
-        common.cached(run.path / f"curve_step{c}.json", {**settings, "step": c}, lambda c=c: curve_at(c))
-        for c in scale.checkpoints
-    ]
-    agree = {**settings, "agreement_tasks": study.AGREEMENT_TASKS}
-    agreement = [r for c in scale.checkpoints for r in common.cached(
-        run.path / f"agreement_step{c}.json", {**agree, "step": c}, lambda c=c: agreement_at(c))]  # fmt: skip
-    history = common.history_columns(
-        run.metrics(), step="step", train_loss="loss", eval_squared_error="eval_squared_error",
-        active_dims="curriculum_active_dims",
-    )  # fmt: skip
-    history["active_dims"] = [scale.d if v is None else v for v in history["active_dims"]]
-    return curves, agreement, {"learner": model.name, "curriculum": arm, "seed": seed, **history}
+    curves, agreement, histories = [], [], []
+    for i, (seed, path) in enumerate(zip(seeds, paths, strict=True)):
+        curves += [read_json(path / f"curve_step{c}.json")["value"] for c in scale.checkpoints]
+        agree = {**settings[i], "agreement_tasks": study.AGREEMENT_TASKS}
+        for c in scale.checkpoints:
+            compute = functools.partial(agreement_at, path, seed, c)
+            agreement += common.cached(path / f"agreement_step{c}.json", {**agree, "step": c}, compute)
+        history = common.history_columns(
+            RunDir(path).metrics(), step="step", train_loss="loss", eval_squared_error="eval_squared_error",
+            active_dims="curriculum_active_dims",
+        )  # fmt: skip
+        history["active_dims"] = [scale.d if v is None else v for v in history["active_dims"]]
+        histories.append({"learner": model.name, "curriculum": arm, "seed": seed, **history})
+    return curves, agreement, histories
 
 
 def save_params(path: Path, params: Any) -> None:
@@ -209,6 +226,28 @@ def summarise(curves: list[dict[str, Any]], histories: list[dict[str, Any]], d: 
     return rows
 
 
+def decisions(claims: Sequence[Claim]) -> list[str]:
+    """Per T9 comparison (followed in `claims` by its equivalence claim): the curriculum helps, no practical difference,
+    or undecided with the margin that would have decided it -- or not tested where a precondition failed."""
+    lines = []
+    for claim, equivalent in itertools.pairwise(claims):
+        base, _, tag = claim.id.partition("__")
+        if equivalent.id != f"{base}_equivalent" + (f"__{tag}" if tag else "") or claim.interval is None:
+            continue
+        lo, hi = claim.interval
+        if claim.held is None:
+            verdict = "not tested (a precondition failed)"
+        elif claim.held:
+            verdict = f"the curriculum helps: {claim.estimate:.4g} [{lo:.4g}, {hi:.4g}]"
+        elif equivalent.held:
+            verdict = f"no practical difference: [{lo:.4g}, {hi:.4g}] lies inside +-{equivalent.threshold:g}"
+        else:
+            verdict = (f"undecided: [{lo:.4g}, {hi:.4g}] crosses 0 and exceeds +-{equivalent.threshold:g}; a margin "
+                       f"of {equivalent.estimate:.4g} would decide it")  # fmt: skip
+        lines.append(f"{claim.id}: {verdict}")
+    return lines
+
+
 def seed_means(records: list[dict[str, Any]], by: Sequence[str] = ("learner", "curriculum", "step", "rule")) -> list:
     """Curve records (per-position errors or agreements) averaged over seeds per value of the `by` labels: the mean of
     the seeds' means, with the min-max band over seeds as lo / hi."""
@@ -244,12 +283,13 @@ class Fig4Curriculum(spec.Experiment):
         curves, agreement, histories, runs = [], [], [], {}
         for name, model in models.items():
             for arm in ARMS:
-                for seed in seeds:
-                    key = f"{arm}_seed{seed}{self.suffix(name)}"
-                    print(f"{name}, curriculum {arm}, seed {seed}: {scale.steps} steps -> {ctx.root / key}")
-                    out = run_arm(scale, model, arm, seed, ctx.root / key, tests[FAMILY], family, ctx.progress)
-                    curves, agreement = curves + out[0], agreement + out[1]
-                    histories.append(out[2])
+                keys = [f"{arm}_seed{seed}{self.suffix(name)}" for seed in seeds]
+                print(f"{name}, curriculum {arm}, seeds {list(seeds)} (trained together): {scale.steps} steps -> "
+                      f"{ctx.root / keys[0]}, ...")  # fmt: skip
+                out = run_arm(scale, model, arm, seeds, [ctx.root / k for k in keys], tests[FAMILY], family,
+                              ctx.progress)  # fmt: skip
+                curves, agreement, histories = curves + out[0], agreement + out[1], histories + out[2]
+                for seed, key in zip(seeds, keys, strict=True):
                     runs[key] = run_config(self.name, model, family, train_config(scale, arm, seed))
         curves += study.reference_curves(tests, {FAMILY: family})  # least squares on the same test tasks
         config = {"scale": ctx.scale_name, "seeds": list(seeds), "settings": scale.settings(), "runs": runs}
@@ -290,22 +330,30 @@ class Fig4Curriculum(spec.Experiment):
             )  # fmt: skip
             measures = (
                 ("steps_to_half_d", "fewer steps to held-out error <= 0.5 d with the curriculum",
-                 lambda row: never if row["steps_to_half_d"] is None else row["steps_to_half_d"], uncensored),
+                 lambda row: never if row["steps_to_half_d"] is None else row["steps_to_half_d"], uncensored,
+                 EQUIVALENT_INTERVALS * settings["interval"], "steps"),
                 (f"error_at_step_{early}", f"lower error over positions >= d at step {early} with the curriculum",
-                 lambda row: row[f"error_pos_ge_d_step{early}"], None),
+                 lambda row: row[f"error_pos_ge_d_step{early}"], None, EQUIVALENT_ERROR * settings["d"], ""),
             )  # fmt: skip
             paired = Claim(  # one seed gives no interval: the claims are then not tested, rather than false
                 f"T9_seeds_for_an_interval{tag}", f"{name}: at least 2 seeds per arm for a paired t interval",
                 estimate=float(len(seeds)), compare=">=", threshold=2.0, n=len(seeds), method="seeds per arm",
             )  # fmt: skip
-            for measure, statement, value, extra in measures:
+            for measure, statement, value, extra, margin, unit in measures:
                 none = np.asarray([value(by["none", s]) for s in seeds], float)
                 dims = np.asarray([value(by["dims", s]) for s in seeds], float)
                 diff = evaluate.seed_interval(none - dims)
+                pre = (paired, plateau_holds) if extra is None else (paired, plateau_holds, extra)
                 out.append(Claim(
                     f"T9_{measure}{tag}", f"{name}: {statement}", estimate=diff["mean"], compare=">", threshold=0.0,
-                    interval=(diff["lo"], diff["hi"]), n=diff["n"], method=PAIRED,
-                    preconditions=(paired, plateau_holds) if extra is None else (paired, plateau_holds, extra),
+                    interval=(diff["lo"], diff["hi"]), n=diff["n"], method=PAIRED, preconditions=pre,
+                ))  # fmt: skip
+                out.append(Claim(
+                    f"T9_{measure}_equivalent{tag}", f"{name}: the curriculum makes no practical difference to "
+                    f"{measure.replace('_', ' ')}: none - dims within +-{margin:g}{' ' + unit if unit else ''} (the "
+                    "margin fixed before the runs)", estimate=max(abs(diff["lo"]), abs(diff["hi"])), compare="<",
+                    threshold=float(margin), n=diff["n"], method=f"the larger magnitude of the ends of the {PAIRED} "
+                    "(equivalence: two one-sided tests at 2.5%)", preconditions=pre,
                 ))  # fmt: skip
         return out
 
@@ -319,6 +367,10 @@ class Fig4Curriculum(spec.Experiment):
             plateau, reached = (("never" if v is None else v) for v in (row["plateau_steps"], row["steps_to_half_d"]))
             print(f"{row['learner']:<12}{row['curriculum']:<12}{row['seed']:>6}{plateau:>10}{reached:>16}"
                   f"{row[f'error_pos_ge_d_step{first}']:>12.3f}{row[f'error_pos_ge_d_step{last}']:>12.3f}")  # fmt: skip
+        print("\nT9 decided? (the paired interval none - dims above 0: the curriculum helps; inside +-margin: no "
+              "practical difference)")  # fmt: skip
+        for line in decisions(self.claims(doc)):
+            print(f"  {line}")
         print(f"\nclosest regression rule to the learner's predictions by context size (normalised squared "
               f"difference, seed mean; the analysis took {doc['agreement_s']:.0f} s when computed)")  # fmt: skip
         for closest in doc["agreement_closest"]:
@@ -327,13 +379,15 @@ class Fig4Curriculum(spec.Experiment):
 
     def draw(self, doc: dict[str, Any], figures: Path) -> None:
         """fig4_curriculum_SCALE.png: training loss and held-out error vs step (a thin line per seed, the seed mean
-        thick; a line style per learner), the per-position error at the checkpoints (seed mean, band: min-max over
-        seeds) against least squares; fig4_agreement_SCALE.png: the distance from each regression rule."""
+        thick; a line style per learner), the fraction of seeds that reached error <= 0.5 d by each step, the
+        per-position error at the checkpoints (seed mean, band: min-max over seeds) against least squares;
+        fig4_agreement_SCALE.png: the distance from each regression rule."""
         settings = doc["config"]["settings"]
         d, checkpoints, scale = settings["d"], settings["checkpoints"], doc["scale"]
         colors, styles = {"dims": "tab:blue", "none": "tab:orange"}, ("-", "--", ":", "-.")
         names = list(dict.fromkeys(h["learner"] for h in doc["histories"]))
-        fig, axes = plt.subplots(1, 2 + len(checkpoints), figsize=(4.8 * (2 + len(checkpoints)), 4.0), dpi=110)
+        panels = 3 + len(checkpoints)
+        fig, axes = plt.subplots(1, panels, figsize=(4.8 * panels, 4.0), dpi=110)
         for ax, key, title in (
             (axes[0], "train_loss", "training loss (the curriculum's on its easier tasks)"),
             (axes[1], "eval_squared_error", f"held-out squared error, full {d}-d tasks"),
@@ -353,7 +407,19 @@ class Fig4Curriculum(spec.Experiment):
             ax.title.set_fontsize(9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        for ax, checkpoint in zip(axes[2:], checkpoints, strict=True):
+        for (i, name), arm in ((pair, arm) for pair in enumerate(names) for arm in ARMS):
+            runs = [h for h in doc["histories"] if (h["learner"], h["curriculum"]) == (name, arm)]
+            steps = np.asarray(runs[0]["step"])
+            reached = [time_to_quality(h, 0.5 * d) for h in runs]
+            fraction = [np.mean([r is not None and r <= step for r in reached]) for step in steps]
+            axes[2].step(steps, fraction, where="post", color=colors[arm], ls=styles[i % len(styles)],
+                         label=f"{name}, curriculum {arm} ({len(runs)} seeds)")  # fmt: skip
+        axes[2].set(xlabel="training step", ylabel="fraction of seeds", ylim=(-0.02, 1.02),
+                    title="steps to held-out error <= 0.5 d over seeds")  # fmt: skip
+        axes[2].title.set_fontsize(9)
+        axes[2].grid(alpha=0.3)
+        axes[2].legend(fontsize=7)
+        for ax, checkpoint in zip(axes[3:], checkpoints, strict=True):
             trained = [c for c in doc["curves"] if c["kind"] == "trained" and c["step"] == checkpoint]
             records = [{**c, "learner": f"{c['learner']}, curriculum {c['curriculum']}"}
                        for c in seed_means(trained, ("learner", "curriculum"))]  # fmt: skip

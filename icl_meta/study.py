@@ -20,7 +20,17 @@ from icl_meta.checkpoint import Checkpointer
 from icl_meta.contracts import Episode, Learner, TaskFamily
 from icl_meta.errors import ConfigError
 from icl_meta.runs import RunDir, read_json, run_config
-from icl_meta.train import TEST_STREAM, TrainConfig, init_state, stream_key, train
+from icl_meta.train import (
+    PREQUENTIAL,
+    TEST_STREAM,
+    Objective,
+    TrainConfig,
+    TrainResult,
+    init_state,
+    stream_key,
+    train,
+    train_seeds,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +49,43 @@ class Job:
     def key(self) -> str:
         """The run directory's name, e.g. `prototype__icl`."""
         return f"{self.train}__{self.learner.name}"
+
+
+def train_seed_runs(
+    learner: Learner,
+    family: TaskFamily,
+    cfg: TrainConfig,
+    seeds: Sequence[int],
+    paths: Sequence[Path],
+    configs: Sequence[dict[str, Any]],
+    progress: bool = True,
+    until: int | None = None,
+    objective: Objective = PREQUENTIAL,
+) -> list[TrainResult]:
+    """Train, resume or load the run of each seed (`cfg` with that seed) in `paths[i]`, the seeds whose runs stand at
+    the same step together as one program (`train.train_seeds`): new runs together, runs continued from the same
+    checkpoint together (e.g. after more seeds were asked for than a previous call trained). Results in seed order."""
+    runs = [RunDir(path) for path in paths]
+    groups: dict[tuple[bool, int | None], list[int]] = {}
+    for i, run in enumerate(runs):
+        groups.setdefault((run.config_path.exists(), _checkpoint_step(run)), []).append(i)
+    results: dict[int, TrainResult] = {}
+    for (resume, _), members in groups.items():
+        trained = train_seeds(
+            learner, family, cfg, [seeds[i] for i in members], [runs[i] for i in members],
+            [configs[i] for i in members], resume=resume, progress=progress, until=until, objective=objective,
+        )  # fmt: skip
+        results.update(zip(members, trained, strict=True))
+    return [results[i] for i in range(len(runs))]
+
+
+def _checkpoint_step(run: RunDir) -> int | None:
+    if not run.checkpoint_dir.exists():
+        return None
+    checkpointer = Checkpointer(run.checkpoint_dir, create=False)
+    step = checkpointer.latest_step()
+    checkpointer.close()
+    return step
 
 
 def train_job(job: Job, root: Path, progress: bool = True) -> tuple[Any, dict[str, Any]]:

@@ -12,7 +12,7 @@ import pytest
 
 from experiments import common, fig4_curriculum
 from icl_meta import evaluate, families, learners, study
-from icl_meta.claims import decide, problems
+from icl_meta.claims import Claim, decide, problems
 from icl_meta.contracts import LearnerParams
 from icl_meta.errors import ConfigError, guarded
 from icl_meta.runs import read_json
@@ -85,6 +85,17 @@ def check_claims(doc, suffix=""):
         if claim["held"] is not None:
             assert claim["held"] == (lo > 0)
         assert claim["held"] == decide(claim)
+        equivalent = claims[name.replace(suffix, "") + "_equivalent" + suffix]  # +-margin fixed in the code
+        margin = (
+            fig4_curriculum.EQUIVALENT_INTERVALS * settings["interval"]
+            if "half_d" in name
+            else fig4_curriculum.EQUIVALENT_ERROR * settings["d"]
+        )
+        assert equivalent["threshold"] == pytest.approx(margin) and equivalent["compare"] == "<"
+        assert equivalent["estimate"] == pytest.approx(max(abs(lo), abs(hi)))
+        assert equivalent["preconditions"] == claim["preconditions"]
+        if claim["held"] is not None:
+            assert equivalent["held"] == (-margin < lo and hi < margin)
     censored = claims[f"T9_steps_to_half_d{suffix}"]["preconditions"][2]
     reached = [rows["dims", s]["steps_to_half_d"] is not None for s in seeds]
     assert censored["estimate"] == np.mean(reached) and censored["held"] == all(reached)
@@ -137,7 +148,9 @@ def test_histories_follow_the_schedule_and_the_claims_their_numbers(fig4):
         for c in doc["curves"]:
             if c["kind"] == "trained" and (c["curriculum"], c["seed"]) == (row["curriculum"], row["seed"]):
                 assert row[f"error_pos_ge_d_step{c['step']}"] == pytest.approx(np.mean(c["mean"][SMOKE.d :]), abs=1e-4)
-    assert [c["id"] for c in doc["claims"]] == ["T9_steps_to_half_d", f"T9_error_at_step_{SMOKE.checkpoints[0]}"]
+    early = f"T9_error_at_step_{SMOKE.checkpoints[0]}"
+    ids = ["T9_steps_to_half_d", "T9_steps_to_half_d_equivalent", early, f"{early}_equivalent"]
+    assert [c["id"] for c in doc["claims"]] == ids
     check_claims(doc)
 
 
@@ -186,7 +199,9 @@ def test_a_regression_learner_from_outside_goes_through_the_figure(fig4, tmp_pat
         np.testing.assert_allclose(curve["mean"], values.mean(0), rtol=1e-5, atol=1e-7)
     assert {r["learner"] for r in outside["agreement"]} == {"outside_ls"}
     ids = [c["id"] for c in outside["claims"]]
-    assert ids == ["T9_steps_to_half_d__outside_ls", f"T9_error_at_step_{SMOKE.checkpoints[0]}__outside_ls"]
+    early = f"T9_error_at_step_{SMOKE.checkpoints[0]}"
+    bare = ["T9_steps_to_half_d", "T9_steps_to_half_d_equivalent", early, f"{early}_equivalent"]
+    assert ids == [f"{i}__outside_ls" for i in bare]
     check_claims(outside, "__outside_ls")
     # with the figure's own learner: one claim set each, the bare ids for icl
     _, _, doc = fig4
@@ -220,3 +235,19 @@ def test_time_to_quality_is_the_first_evaluation_under_the_threshold():
     history = {"step": [0, 10, 20, 30], "eval_squared_error": [3.0, 1.6, 1.4, 1.5]}
     assert fig4_curriculum.time_to_quality(history, 1.5) == 20
     assert fig4_curriculum.time_to_quality(history, 1.0) is None
+
+
+@pytest.mark.parametrize(
+    ("interval", "verdict"),
+    [((100.0, 900.0), "helps"), ((-300.0, 400.0), "no practical difference"), ((-200.0, 900.0), "undecided")],
+)
+def test_t9_is_decided_by_its_interval_or_by_the_equivalence_margin(interval, verdict):
+    pre = (Claim("T9_seeds_for_an_interval", "seeds", 8.0, ">=", 2.0),)
+    margin = 500.0
+    helps = Claim("T9_steps_to_half_d", "fewer", float(np.mean(interval)), ">", 0.0, interval, 8, preconditions=pre)
+    same = Claim("T9_steps_to_half_d_equivalent", "same", max(map(abs, interval)), "<", margin, None, 8,
+                 preconditions=pre)  # fmt: skip
+    (line,) = fig4_curriculum.decisions([helps, same])
+    assert verdict in line
+    if verdict == "undecided":
+        assert "a margin of 900 would decide it" in line
