@@ -42,15 +42,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import common, spec
-from icl_meta import evaluate, families, learners
+from icl_meta import evaluate, families, learners, study
 from icl_meta.claims import Claim
 from icl_meta.contracts import Episode
 from icl_meta.errors import require
 from icl_meta.metameta import MetaObjective, domain_episodes, domain_keys, evaluate_adaptation
 from icl_meta.plotting import plot_panels
-from icl_meta.runs import RunDir, results_document, run_config
+from icl_meta.runs import results_document, run_config
 from icl_meta.timing import compile_steps
-from icl_meta.train import EVAL_STREAM, PREQUENTIAL, TEST_STREAM, Objective, TrainConfig, stream_key, train
+from icl_meta.train import EVAL_STREAM, PREQUENTIAL, TEST_STREAM, Objective, TrainConfig, stream_key
 
 ARMS = ("m2icl", "icl")  # the two training objectives of the one learner
 FAMILY = "domain_regression"
@@ -117,7 +117,7 @@ SCALES: dict[str, Scale] = {
     "smoke": Scale(
         d=2, n=5, width=8, depth=1, heads=1, support=4, query=4, inner_steps=2, inner_lr=0.01, first_order=False,
         lr=1e-3, steps=4, scan_steps=2, eval_every=2, eval_tasks=32, pools=(4, 8), test_domains=4, queries=8,
-        adapt_lr=1e-3, adapt_steps_m2icl=3, adapt_steps_icl=3, adapt_batch=4, seeds=1,
+        adapt_lr=1e-3, adapt_steps_m2icl=3, adapt_steps_icl=3, adapt_batch=4, seeds=2,
     ),
     "cpu": Scale(
         d=3, n=7, width=64, depth=3, heads=2, support=16, query=16, inner_steps=3, inner_lr=0.01, first_order=False,
@@ -158,19 +158,25 @@ def train_config(scale: Scale, seed: int) -> TrainConfig:
     )  # fmt: skip
 
 
-def train_arm(scale: Scale, arm: str, seed: int, root: Path, progress: bool, name: str | None = None) -> tuple:
-    """Train (or resume, or load) root/NAME (default ARM_seedSEED): its final parameters and history columns (with
-    the meta-training diagnostics of an M2-ICL run; eval_squared_error: unadapted, on one training-like domain)."""
-    model, fam, cfg = learner(scale), family(scale), train_config(scale, seed)
-    run = RunDir(root / (name or f"{arm}_seed{seed}"))
-    config, resume = run_config("fig6_metameta", model, fam, cfg), run.config_path.exists()
-    result = train(model, fam, cfg, run, config, resume=resume, progress=progress, objective=objective(scale, arm))
-    history = result.history
-    extra = {k: k for k in OBJECTIVE_COLUMNS} if arm == "m2icl" else {}
-    columns = common.history_columns(history, step="step", train_loss="loss", eval_squared_error="eval_squared_error",
-                                     **extra)  # fmt: skip
-    info = {"arm": arm, "seed": seed, "steps": int(result.state.step), "train_wall_s": history[-1]["wall_s"]}
-    return result.state.params, {**info, **columns}
+def train_arm(
+    scale: Scale, arm: str, seeds: Sequence[int], root: Path, progress: bool, names: Sequence[str] | None = None
+) -> list[tuple[Any, dict[str, Any]]]:
+    """Train (or resume, or load) root/NAME (default ARM_seedSEED) for each seed, the seeds together as one program:
+    per seed its final parameters and history columns (with the meta-training diagnostics of an M2-ICL run;
+    eval_squared_error: unadapted, on one training-like domain)."""
+    model, fam, cfg = learner(scale), family(scale), train_config(scale, seeds[0])
+    paths = [root / name for name in (names or [f"{arm}_seed{seed}" for seed in seeds])]
+    configs = [run_config("fig6_metameta", model, fam, train_config(scale, seed)) for seed in seeds]
+    results = study.train_seed_runs(model, fam, cfg, seeds, paths, configs, progress, objective=objective(scale, arm))
+    out = []
+    for seed, result in zip(seeds, results, strict=True):
+        history = result.history
+        extra = {k: k for k in OBJECTIVE_COLUMNS} if arm == "m2icl" else {}
+        columns = common.history_columns(history, step="step", train_loss="loss",
+                                         eval_squared_error="eval_squared_error", **extra)  # fmt: skip
+        info = {"arm": arm, "seed": seed, "steps": int(result.state.step), "train_wall_s": history[-1]["wall_s"]}
+        out.append((result.state.params, {**info, **columns}))
+    return out
 
 
 def errors(scale: Scale, params: Any, fam: Any, key: Any, **kw: Any) -> dict[str, np.ndarray]:
@@ -273,7 +279,7 @@ def diagnose(scale: Scale, steps: int, root: Path, seed: int, progress: bool) ->
         variant = dataclasses.replace(scale, steps=steps, eval_every=max(steps // 10, 1), **settings)
         run_name = f"{name}_steps{steps}"  # the evaluation interval depends on STEPS: one run directory per STEPS
         print(f"diagnosis {name}: {steps} steps -> {root / run_name}")
-        params, history = train_arm(variant, arm, seed, root, progress, name=run_name)
+        ((params, history),) = train_arm(variant, arm, [seed], root, progress, names=[run_name])
         pre = preconditions(variant, arm, seed, params, history)
         rows[name] = {"arm": arm, "changes": changes, "settings": settings, "history": history, **pre}
     return {"steps": steps, "variants": rows}
@@ -303,11 +309,17 @@ class Fig6MetaMeta(spec.Experiment):
         seeds = list(range(ctx.seed, ctx.seed + (ctx.seeds or scale.seeds)))
         labels = {"train": FAMILY, "test": f"{FAMILY}_test", "metric": "squared_error", "kind": "trained"}
         curves, histories, pre, rows = [], [], {}, []
+        trained = {}
+        for arm in ARMS:
+            print(
+                f"{arm}, seeds {seeds} (trained together): {scale.steps} steps -> {root / f'{arm}_seed{seeds[0]}'}, ..."
+            )
+            arm_runs = train_arm(scale, arm, seeds, root, ctx.progress)
+            trained.update({(arm, seed): out for seed, out in zip(seeds, arm_runs, strict=True)})
         for seed in seeds:
             adapted = {}
             for arm in ARMS:
-                print(f"{arm}, seed {seed}: {scale.steps} steps -> {root / f'{arm}_seed{seed}'}")
-                params, history = train_arm(scale, arm, seed, root, ctx.progress)
+                params, history = trained[arm, seed]
                 histories.append(history)
                 pre[f"{arm}_seed{seed}"] = preconditions(scale, arm, seed, params, history)
                 for t in scale.pools:
@@ -337,36 +349,47 @@ class Fig6MetaMeta(spec.Experiment):
         return doc
 
     def claims(self, doc: dict[str, Any]) -> list[Claim]:
-        """T10, on the means over positions, test domains and seeds (point estimates), each tested only where every
-        run learns in context and M2-ICL's meta-objective falls. A diagnosis: each variant's preconditions."""
+        """T10 as paired comparisons over seeds (a seed's two arms share its test domains): per seed, each learner's
+        mean over positions and test domains; the estimate is the seed mean of the per-seed difference, with a 95% t
+        interval over seeds (at least 2 seeds: else not tested). Each claim is tested only where every run learns in
+        context and M2-ICL's meta-objective falls. A diagnosis: each variant's preconditions."""
         if "variants" in doc:
             return [c for name, row in doc["variants"].items() for c in run_claims(name, row, row["history"])]
         runs = {f"{h['arm']}_seed{h['seed']}": h for h in doc["histories"]}
         pre = tuple(c for run, record in doc["preconditions"].items() for c in run_claims(run, record, runs[run]))
-        ts = sorted(doc["config"]["settings"]["pools"])
-        m = {t: means(doc["curves"], None, t) for t in ts}
-        adv = {t: (m[t]["icl_adapted"] - m[t]["m2icl_adapted"]) / m[t]["icl_adapted"] for t in ts}
-        method = f"mean squared error over positions, test domains and seeds {doc['config']['seeds']}"
-        kw = {"n": doc["config"]["settings"]["test_domains"], "method": method, "preconditions": pre}
+        seeds, ts = doc["config"]["seeds"], sorted(doc["config"]["settings"]["pools"])
+        enough = Claim("T10_seeds_for_an_interval", "at least 2 seeds per arm for a paired t interval over seeds",
+                       float(len(seeds)), ">=", 2.0, n=len(seeds), method="seeds per arm")  # fmt: skip
+        pre = (enough, *pre)
+        m = {(seed, t): means(doc["curves"], seed, t) for seed in seeds for t in ts}
+        adv = {(s, t): (m[s, t]["icl_adapted"] - m[s, t]["m2icl_adapted"]) / m[s, t]["icl_adapted"] for s, t in m}
         low, high = ts[0], ts[-1]
+        method = (f"per seed: mean squared error over positions and {doc['config']['settings']['test_domains']} test "
+                  f"domains; seed mean of the per-seed value, 95% t interval over seeds {seeds}")  # fmt: skip
 
-        def claim(key: str, statement: str, estimate: float, compare: str = ">", threshold: float = 0.0, **extra):
-            return Claim(key, statement, estimate, compare, threshold, **{**kw, **extra})
+        def claim(key: str, statement: str, per_seed: Any, compare: str = ">", threshold: float = 0.0, **extra):
+            values = evaluate.seed_interval([per_seed(s) for s in seeds])
+            kw = {"interval": (values["lo"], values["hi"]), "n": len(seeds), "method": method, "preconditions": pre}
+            return Claim(key, statement, values["mean"], compare, threshold, **{**kw, **extra})
 
         positive = claim("T10b_advantage_positive", f"at t = {low} the relative advantage of m2icl_adapted over "
-                         "icl_adapted is positive (an advantage to shrink)", adv[low])  # fmt: skip
+                         "icl_adapted is positive (an advantage to shrink)", lambda s: adv[s, low])  # fmt: skip
+        largest = evaluate.seed_interval([adv[s, high] for s in seeds])
         return [
             claim("T10a_vs_icl_adapted", f"at t = {low} m2icl_adapted has a lower error than icl_adapted",
-                  m[low]["icl_adapted"] - m[low]["m2icl_adapted"]),
+                  lambda s: m[s, low]["icl_adapted"] - m[s, low]["m2icl_adapted"]),
             claim("T10a_vs_icl", f"at t = {low} m2icl_adapted has a lower error than icl (unadapted)",
-                  m[low]["icl"] - m[low]["m2icl_adapted"]),
+                  lambda s: m[s, low]["icl"] - m[s, low]["m2icl_adapted"]),
             positive,
             *(claim(f"T10b_shrinks_t{a}_t{b}", f"the relative advantage over icl_adapted shrinks from t = {a} to {b}",
-                    adv[a] - adv[b], preconditions=(*pre, positive)) for a, b in itertools.pairwise(ts)),
-            claim("T10_advantage_small_at_largest_t", f"at t = {high} the relative advantage's magnitude is below "
-                  f"{SMALL_ADVANTAGE}", abs(adv[high]), "<", SMALL_ADVANTAGE),
+                    lambda s, a=a, b=b: adv[s, a] - adv[s, b], preconditions=(*pre, positive))
+              for a, b in itertools.pairwise(ts)),
+            Claim("T10_advantage_small_at_largest_t", f"at t = {high} the relative advantage lies within "
+                  f"+-{SMALL_ADVANTAGE}", max(abs(largest["lo"]), abs(largest["hi"])), "<", SMALL_ADVANTAGE,
+                  n=len(seeds), method=f"the larger magnitude of the ends of the 95% t interval over seeds of the "
+                  f"relative advantage (equivalence: two one-sided tests at 2.5%); {method}", preconditions=pre),
             claim("T10c_m2icl_unadapted_worse", "without adaptation m2icl has a higher error than icl",
-                  m[low]["m2icl"] - m[low]["icl"]),
+                  lambda s: m[s, low]["m2icl"] - m[s, low]["icl"]),
         ]  # fmt: skip
 
     def draw(self, doc: dict[str, Any], figures: Path) -> None:
