@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import tasks
 from experiments import spec
 from icl_meta import learners, study
@@ -53,6 +55,19 @@ def store(path: Path, settings: dict[str, Any], value: Any) -> Any:
 def gpt2(width: int, depth: int, heads: int, n: int, positions: int | None = None) -> ICLTransformer:
     """The `gpt2` preset at a size, with learned positions for 2n interleaved tokens (or `positions`)."""
     return ICLTransformer(preset("gpt2", width=width, depth=depth, heads=heads, positions=positions or 2 * n))
+
+
+def seed_means(records: Sequence[dict[str, Any]], by: Sequence[str]) -> list[dict[str, Any]]:
+    """Curve records (per-position errors or agreements) averaged over seeds per value of the `by` labels: the mean of
+    the seeds' means, with the min-max band over seeds as lo / hi."""
+    out = []
+    for key in dict.fromkeys(tuple(r[k] for k in by) for r in records):
+        runs = [r for r in records if tuple(r[k] for k in by) == key]
+        means = np.asarray([r["mean"] for r in runs])
+        labels = {k: v for k, v in runs[0].items() if k not in ("seed", "mean", "lo", "hi", "agreement_s")}
+        out.append({**labels, "seeds": len(runs), "mean": means.mean(0).tolist(), "lo": means.min(0).tolist(),
+                    "hi": means.max(0).tolist()})  # fmt: skip
+    return out
 
 
 def history_columns(history: Sequence[dict[str, Any]], **columns: str) -> dict[str, list]:

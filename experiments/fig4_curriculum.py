@@ -47,7 +47,7 @@ from icl_meta.curriculum import Curriculum, Stepwise
 from icl_meta.errors import require
 from icl_meta.plotting import draw_curves, plot_agreement_curves
 from icl_meta.runs import RunDir, read_json, results_document, run_config
-from icl_meta.train import TrainConfig
+from icl_meta.train import PREQUENTIAL, TrainConfig
 
 ARMS = ("dims", "none")  # Garg's lr_curri_dim.yaml and lr_curri_0.yaml
 FAMILY = "linear_regression"
@@ -57,6 +57,7 @@ PRECONDITION_RATIO = 3.0  # the plain runs' plateau must last at least this many
 # none - dims lies above 0) or it makes no practical difference (the interval lies inside +-margin).
 EQUIVALENT_INTERVALS = 2  # steps to 0.5 d: +-2 curriculum intervals
 EQUIVALENT_ERROR = 0.05  # error at the early checkpoint: +-0.05 d
+AGREEMENT_LABELS = ("learner", "curriculum", "step", "rule")  # an agreement record's run, less its seed
 PAIRED = "paired difference none - dims over seeds (same seed: same initialisation and test set), 95% t interval"
 
 
@@ -248,19 +249,6 @@ def decisions(claims: Sequence[Claim]) -> list[str]:
     return lines
 
 
-def seed_means(records: list[dict[str, Any]], by: Sequence[str] = ("learner", "curriculum", "step", "rule")) -> list:
-    """Curve records (per-position errors or agreements) averaged over seeds per value of the `by` labels: the mean of
-    the seeds' means, with the min-max band over seeds as lo / hi."""
-    out = []
-    for key in dict.fromkeys(tuple(r[k] for k in by) for r in records):
-        runs = [r for r in records if tuple(r[k] for k in by) == key]
-        means = np.asarray([r["mean"] for r in runs])
-        labels = {k: v for k, v in runs[0].items() if k not in ("seed", "mean", "lo", "hi", "agreement_s")}
-        out.append({**labels, "seeds": len(runs), "mean": means.mean(0).tolist(), "lo": means.min(0).tolist(),
-                    "hi": means.max(0).tolist()})  # fmt: skip
-    return out
-
-
 @spec.register("fig4_curriculum")
 class Fig4Curriculum(spec.Experiment):
     """Figure 4: meta-level curriculum learning (active dims) speeds up pre-training on linear regression."""
@@ -269,6 +257,11 @@ class Fig4Curriculum(spec.Experiment):
     scales = SCALES
     learners = ("icl",)
     takes_seeds = True
+
+    def timed_steps(self, scale: spec.Scale) -> dict[str, tuple[Any, Any, Any, Any]]:
+        assert isinstance(scale, CurriculumScale)
+        family = families.get(FAMILY, d=scale.d)
+        return {"fig4_gpt2": (build(scale, family.spec, "icl"), family, train_config(scale, "none", 0), PREQUENTIAL)}
 
     def suffix(self, name: str) -> str:
         """'' for the figure's own learner (its run directories and claim ids predate --learners), else '__NAME'."""
@@ -295,8 +288,8 @@ class Fig4Curriculum(spec.Experiment):
         config = {"scale": ctx.scale_name, "seeds": list(seeds), "settings": scale.settings(), "runs": runs}
         doc = results_document(self.name, config, curves, ctx.seed)
         doc.update(histories=histories, summary=summarise(curves, histories, scale.d))
-        doc.update(agreement=agreement, agreement_closest=agreement_lib.closest_rule(seed_means(agreement)),
-                   agreement_s=agreement_lib.seconds(agreement))  # fmt: skip
+        closest = agreement_lib.closest_rule(common.seed_means(agreement, AGREEMENT_LABELS))
+        doc.update(agreement=agreement, agreement_closest=closest, agreement_s=agreement_lib.seconds(agreement))
         return doc
 
     def claims(self, doc: dict[str, Any]) -> list[Claim]:
@@ -422,7 +415,7 @@ class Fig4Curriculum(spec.Experiment):
         for ax, checkpoint in zip(axes[3:], checkpoints, strict=True):
             trained = [c for c in doc["curves"] if c["kind"] == "trained" and c["step"] == checkpoint]
             records = [{**c, "learner": f"{c['learner']}, curriculum {c['curriculum']}"}
-                       for c in seed_means(trained, ("learner", "curriculum"))]  # fmt: skip
+                       for c in common.seed_means(trained, ("learner", "curriculum"))]  # fmt: skip
             records += [c for c in doc["curves"] if c["kind"] == "reference"]
             draw_curves(ax, records, f"step {checkpoint}: per-position error (band: min-max over seeds)")
             positions = records[0]["positions"]
@@ -435,7 +428,7 @@ class Fig4Curriculum(spec.Experiment):
         plt.close(fig)
         if doc.get("agreement"):
             records = [{**r, "learner": f"{r['learner']}, curriculum {r['curriculum']}, step {r['step']}"}
-                       for r in seed_means(doc["agreement"])]  # fmt: skip
+                       for r in common.seed_means(doc["agreement"], AGREEMENT_LABELS)]  # fmt: skip
             title = f"Figure 4: the learner's distance from each regression rule, d={d} (squared difference / Var(y)"
             plot_agreement_curves(
                 records, figures / f"fig4_agreement_{scale}.png", f"{title}; scale {scale})", yscale="log"

@@ -298,6 +298,10 @@ class Fig6MetaMeta(spec.Experiment):
         text = "instead of the figure: STEPS-step runs of each variant in DIAGNOSES with the meta-training diagnostics"
         parser.add_argument("--diagnose", type=int, default=None, metavar="STEPS", help=text)
 
+    def timed_steps(self, scale: spec.Scale) -> dict[str, tuple[Any, Any, Any, Any]]:
+        assert isinstance(scale, Scale)
+        return {"fig6_m2icl": (learner(scale), family(scale), train_config(scale, 0), objective(scale, "m2icl"))}
+
     def stem(self, args: argparse.Namespace) -> str:
         return f"fig6_diagnostics_{args.scale}" if args.diagnose is not None else super().stem(args)
 
@@ -400,11 +404,13 @@ class Fig6MetaMeta(spec.Experiment):
         reference, panels = [c for c in doc["curves"] if c["kind"] == "reference"], []
         for t in settings["pools"]:
             picked = [c for name in LEARNERS for c in doc["curves"] if c["adapt_tasks"] == t and c["learner"] == name]
-            records = [{**c, "learner": c["learner"] + (f" (seed {c['seed']})" if many else "")} for c in picked]
+            records = common.seed_means(picked, ("learner", "adapt_tasks")) if many else picked
             panels.append((f"t = {t} adaptation tasks per domain", records + reference))
+        band = f"mean over {len(doc['config']['seeds'])} seeds, band: min-max over seeds" if many else (
+            "band: 95% bootstrap interval over domains")  # fmt: skip
         title = (
             f"Figure 6: M2-ICL vs ICL on {settings['test_domains']} unseen domains (d={settings['d']}, "
-            f"{settings['steps']} outer steps, scale {doc['scale']})\nband: 95% bootstrap interval over domains"
+            f"{settings['steps']} outer steps, scale {doc['scale']})\n{band}"
         )
         plot_panels(panels, figures / f"fig6_metameta_{doc['scale']}.png", title)
 

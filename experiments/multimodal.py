@@ -39,6 +39,7 @@ from icl_meta.contracts import Learner
 from icl_meta.curriculum import Curriculum, Stepwise
 from icl_meta.plotting import error_bars
 from icl_meta.runs import results_document
+from icl_meta.sequence_loss import MaskedNextToken
 from icl_meta.stages import Stage, check_parents, with_ancestors
 from icl_meta.train import TEST_STREAM, TrainConfig, stream_key
 from tasks.multimodal import BENCHMARK_FAMILIES, BENCHMARKS, benchmark_sets, icl_curriculum, world_family
@@ -260,6 +261,13 @@ class Multimodal(spec.Experiment):
     figure = "multimodal"
     scales = SCALES
     takes_seeds = True
+
+    def timed_steps(self, scale: spec.Scale) -> dict[str, tuple[Any, Any, Any, Any]]:
+        """The multimodal LM's ICL-tuning step (the MC / QA / caption mix, with its curriculum)."""
+        assert isinstance(scale, MultimodalScale)
+        stage = stage_table(scale)["icl"]
+        cfg = TrainConfig(batch=scale.batch, n=TRAIN_N, lr=scale.lr, curriculum=stage.curriculum)
+        return {"multimodal_lm": (learner(scale), stage.family, cfg, MaskedNextToken(trainable=None))}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         names = ",".join(stage_table(SCALES["cpu"]))

@@ -104,6 +104,11 @@ class Experiment:
     def stem(self, args: argparse.Namespace) -> str:
         return f"{self.name}_{args.scale}"
 
+    def timed_steps(self, scale: Scale) -> dict[str, tuple[Any, Any, Any, Any]]:
+        """The training steps of this experiment at `scale` that `icl-meta bench` times with many seeds as one program
+        (its seeds rows): {row name: (learner, task family, TrainConfig, objective)}; {} for none."""
+        return {}
+
     def run_root(self, args: argparse.Namespace) -> Path:
         """Where its runs live: --out, or runs/FIGURE/SCALE."""
         return args.out or Path("runs") / self.reproduce_name() / args.scale

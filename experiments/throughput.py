@@ -55,7 +55,7 @@ from icl_meta.errors import ConfigError, require
 from icl_meta.parallel import data_mesh, init_distributed
 from icl_meta.runs import provenance, write_json
 from icl_meta.timing import compile_steps
-from icl_meta.train import TrainConfig
+from icl_meta.train import PREQUENTIAL, TrainConfig
 from icl_meta.transformer import ICLTransformer, ModelConfig, make_tokens, preset
 
 
@@ -253,6 +253,66 @@ def scaling_in_child(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+SEED_COUNTS = (1, 4, 8)
+
+
+def seed_models(scale: str) -> dict[str, tuple[Any, Any, TrainConfig, Any]]:
+    """The models of the seeds rows: (learner, family, config, objective) of the paper preset (causal and prefix),
+    and every experiment's `timed_steps` (Figure 4's GPT-2 model, Figure 6's M2-ICL meta-step, the multimodal LM's
+    ICL-tuning step, ...) at its `smoke` scale for `--scale smoke`, else at its `cpu` scale (the sizes trained with
+    many seeds here)."""
+    from experiments import spec
+
+    p = PRESETS[scale]["paper"]
+    paper_cfg = TrainConfig(batch=p.batch, n=p.n, loss_start=p.loss_start)
+    models: dict[str, tuple[Any, Any, TrainConfig, Any]] = {
+        f"paper_{protocol}": (learner_for(p, protocol), tasks.get(p.family, **p.family_args), paper_cfg, PREQUENTIAL)
+        for protocol in ("causal", "prefix")
+    }
+    figure_scale = "smoke" if scale == "smoke" else "cpu"
+    for group in spec.discover().values():
+        for experiment in group:
+            if figure_scale in experiment.scales:
+                models.update(experiment().timed_steps(experiment.scales[figure_scale]))
+    return models
+
+
+def seed_rows(args: argparse.Namespace, peak: float, k: int = 10) -> list[dict[str, Any]]:
+    """Per model and S in `--seed-counts` (default `SEED_COUNTS`): S seeds trained as one program
+    (`train.train_steps_seeds`, K=10 fused steps), measured side by side in this process. `step_s` is the wall time
+    of one step of all S seeds together, `per_seed_step_s` that over S, `per_seed_vs_one` the latter over the S=1
+    row's."""
+    rows: list[dict[str, Any]] = []
+    models = seed_models(args.scale)
+    unknown = sorted(set(args.seed_models or ()) - set(models))
+    require(not unknown, f"--seed-models: unknown {', '.join(unknown)}; accepted: {', '.join(models)}")
+    jobs = [(name, seeds) for name in (args.seed_models or models) for seeds in args.seed_counts]
+    for name, seeds in tqdm(jobs, unit="row", dynamic_ncols=True, disable=args.no_progress):
+        learner, family, cfg, objective = models[name]
+        flops = compile_steps(learner, family, cfg, 1, objective=objective, seeds=seeds).flops_per_step()
+        steps = compile_steps(learner, family, cfg, k, objective=objective, seeds=seeds)
+        step_s = 1.0 / steps.steps_per_second(args.min_time)
+        one = next((r for r in rows if r["model"] == name and r["seeds"] == 1), None)
+        rows.append({
+            "row": "seeds", "model": name, "seeds": seeds, "scan_steps": k, "batch": cfg.batch, "n": cfg.n,
+            "step_s": round(step_s, 6), "per_seed_step_s": round(step_s / seeds, 6),
+            "per_seed_vs_one": None if one is None else round(step_s / seeds / one["per_seed_step_s"], 3),
+            "compile_s": round(steps.compile_s, 2), "flops_per_step": flops,
+            "peak_fraction": round(flops / step_s / peak, 5),
+        })  # fmt: skip
+        tqdm.write(format_seed_row(rows[-1]))
+    return rows
+
+
+def format_seed_row(row: dict[str, Any]) -> str:
+    ratio = "" if row["per_seed_vs_one"] is None else f"  per seed x{row['per_seed_vs_one']:.2f} of S=1"
+    return (
+        f"seeds {row['model']:<14} S={row['seeds']:<2} {1e3 * row['step_s']:9.2f} ms/step (all seeds) "
+        f"{1e3 * row['per_seed_step_s']:8.2f} ms/seed-step  compile {row['compile_s']:5.1f} s "
+        f"{100 * row['peak_fraction']:6.2f}% of peak{ratio}"
+    )
+
+
 # The reference implementation (PyTorch, one pass per prefix, batch 128), run unmodified on this project's 2-core CPU
 # (measured once, not re-run): its training speed and its wall time to 0.925 mean accuracy over positions 2..49 on
 # prototype tasks.
@@ -371,6 +431,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="K in 1 10 and 1 s per row")
     parser.add_argument("--no-scaling", action="store_true", help="skip the device-scaling rows")
     parser.add_argument("--no-quality", action="store_true", help="skip the time-to-quality and compile-cache rows")
+    parser.add_argument("--no-seeds", action="store_true", help="skip the seeds-as-a-batch-axis rows")
+    parser.add_argument("--seed-counts", nargs="+", type=int, default=list(SEED_COUNTS), help="S of the seeds rows")
+    parser.add_argument("--seed-models", nargs="+", default=None, help="models of the seeds rows (default all)")
+    parser.add_argument(
+        "--seeds-only", action="store_true",
+        help="only the seeds rows (and the peak), merged into an existing --out (its other rows kept)",
+    )  # fmt: skip
     parser.add_argument("--recipes", nargs="+", choices=tuple(RECIPES), default=list(RECIPES), help="time-to-quality")
     parser.add_argument("--quality-steps", type=int, default=2000, help="step budget of a time-to-quality run")
     parser.add_argument("--scaling-only", action="store_true", help=argparse.SUPPRESS)
@@ -381,13 +448,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.scan_steps, args.min_time = [1, 10], 1.0
-    for name, values in (("--scan-steps", args.scan_steps), ("--devices", args.devices)):
+    for name, values in (("--scan-steps", args.scan_steps), ("--devices", args.devices),
+                         ("--seed-counts", args.seed_counts)):  # fmt: skip
         if min(values) < 1:
             raise ConfigError(f"{name} must be integers >= 1, got {values}")
     unknown = sorted(set(args.protocols) - {"loop", "prefix", "causal", "interleaved"})
     if unknown:
         raise ConfigError(f"unknown protocol(s) {', '.join(unknown)}; accepted: loop, prefix, causal, interleaved")
-    args.devices = sorted(set(args.devices))
+    args.devices, args.seed_counts = sorted(set(args.devices)), sorted(set(args.seed_counts))
     return args
 
 
@@ -403,13 +471,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     t0 = time.perf_counter()
     jax.config.update("jax_enable_compilation_cache", False)  # the rows time real compiles
+    if args.seeds_only:
+        merge_seed_rows(args, t0)
+        return
     quality = [] if args.no_quality else time_to_quality_rows(args.recipes, args.quality_steps)
     compiles = [] if args.no_quality else compile_rows(args.scale, ["causal", "prefix"])
     peak = matmul_peak(args.peak_size)
     print(f"{machine()['device']}: float32 matmul peak {peak / 1e9:.1f} GFLOP/s ({args.peak_size}^3)", flush=True)
     rows = protocol_rows(args, peak)
     scaling = [] if args.no_scaling else scaling_in_child(args)
+    seeds = [] if args.no_seeds else seed_rows(args, peak)
     print("\n" + "\n".join([*map(format_quality, quality), *map(format_row, rows + scaling)]))
+    print("\n".join(map(format_seed_row, seeds)))
     document = {
         "experiment": "throughput",
         "command": " ".join(["python experiments/throughput.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -423,12 +496,28 @@ def main(argv: list[str] | None = None) -> None:
         "compile": compiles,
         "rows": rows,
         "scaling": scaling,
+        "seeds": seeds,
         "runtime_s": round(time.perf_counter() - t0, 1),
         "provenance": provenance(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, document)
     print(f"wrote {args.out} ({document['runtime_s']:.0f} s)")
+
+
+def merge_seed_rows(args: argparse.Namespace, t0: float) -> None:
+    """--seeds-only: measure the seeds rows (with this run's own matmul peak) and store them, with that peak, the
+    machine and the time, under "seeds" in --out, keeping its other rows."""
+    peak = matmul_peak(args.peak_size)
+    print(f"{machine()['device']}: float32 matmul peak {peak / 1e9:.1f} GFLOP/s ({args.peak_size}^3)", flush=True)
+    rows = seed_rows(args, peak)
+    document = json.loads(args.out.read_text()) if args.out.exists() else {"experiment": "throughput"}
+    document["seeds"] = rows
+    document["seeds_run"] = {"peak_flops_per_s": peak, "peak_matmul_size": args.peak_size, "machine": machine(),
+                             "runtime_s": round(time.perf_counter() - t0, 1), "provenance": provenance()}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.out, document)
+    print(f"wrote the seeds rows to {args.out} ({document['seeds_run']['runtime_s']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ class Scale(spec.Scale):
     exact_points: int
     ablation_n: tuple[int, ...] = (1, 4)  # sequence lengths N of the fine-tuning ablation (besides finetune.n)
     ablation_gamma: tuple[float, ...] = (0.0, 1.0)  # entropy weights of the fine-tuning ablation (besides 10)
+    seeds: int = 3  # pre-training seeds per learner and regime (trained together); every method runs on each
 
 
 SCALES: dict[str, Scale] = {
@@ -84,7 +85,7 @@ SCALES: dict[str, Scale] = {
         steps={"icl": 60, "icl_regression": 60, "protonet": 20, "matchnet": 20, "cnp": 20}, batch=16, n=12, lr=3e-3,
         tasks=4, unlabeled=12, queries=6, icl=joint.ICLConfig(rounds=2, demos=6, votes=2),
         finetune=joint.FineTuneConfig(steps=4, batch=2, n=6, eval_every=2, rank=2, distill_steps=5),
-        exact_tasks=2, exact_points=5, ablation_n=(1,), ablation_gamma=(0.0,),
+        exact_tasks=2, exact_points=5, ablation_n=(1,), ablation_gamma=(0.0,), seeds=2,
     ),
     "cpu": Scale(
         d=8, classes=3, sigmas=(0.5, 0.8, 1.2), train_sigma=0.8, regression_d=4, width=64, depth=2, heads=4,
@@ -160,35 +161,57 @@ def headline_metric(regime: str, method: str = "") -> str:
 
 
 class Results:
-    """One regime's table rows (final U and Q metrics, task-bootstrap intervals), tidy curves (per round or step) and
-    per-task values, keyed (method[:learner], split, metric)."""
+    """One regime's methods over every pre-training seed: per-task values keyed (method[:learner], split, metric),
+    one [B] array per seed (the same B tasks for every seed), and after `finish` the table rows (final U and Q
+    metrics with intervals over seeds and tasks) and tidy curves (per round or step)."""
 
     def __init__(self, regime: str, sigma: float | None, data: Split, num_classes: int | None):
         self.regime, self.sigma, self.data, self.C = regime, sigma, data, num_classes
+        self.seed: int | None = None  # the seed whose learner is being evaluated
         self.rows: list[dict[str, Any]] = []
         self.curves: list[dict[str, Any]] = []
-        self.per_task: dict[tuple[str, str, str], np.ndarray] = {}
+        self.per_task: dict[tuple[str, str, str], list[np.ndarray]] = {}
+        self._methods: dict[tuple[str, str], None] = {}  # (method, learner) in the order first added
+        self._trajectories: dict[tuple[str, str, str, str], list[np.ndarray]] = {}  # ... per seed [B, T]
+        self._ticks: dict[tuple[str, str, str, str], list[int]] = {}
 
     def add(self, method: str, pred_U: Any, pred_Q: Any, learner: str = "icl") -> None:
-        tag = method if learner in ("icl", "classical") else f"{method}:{learner}"
+        self._methods[method, learner] = None
         for name, pred, true in (("U", pred_U, self.data.y_U), ("Q", pred_Q, self.data.y_Q)):
-            row: dict[str, Any] = {"regime": self.regime, "sigma": self.sigma, "method": method, "learner": learner}
-            row["split"] = name
             for metric, per_task in label_metrics.scores(pred, true, self.C).items():
-                self.per_task[(tag, name, metric)] = per_task
-                summary = label_metrics.summary(per_task)
-                row[metric] = round(summary["mean"], 4)
-                row[f"{metric}_ci"] = [round(summary["lo"], 4), round(summary["hi"], 4)]
-            self.rows.append(row)
+                self.per_task.setdefault((tag_of(method, learner), name, metric), []).append(per_task)
 
     def trajectory(self, method: str, out: dict[str, Any], axis: str, ticks: Sequence[int], learner: str = "icl"):
         """Curves of the headline metric over rounds or steps (`ticks`); the last entry is the method's row."""
         metric = headline_metric(self.regime)
         for name, true in (("U", self.data.y_U), ("Q", self.data.y_Q)):
             values_BT = np.stack([label_metrics.scores(p, true, self.C)[metric] for p in list(out[name])], axis=1)
-            labels = {"regime": self.regime, "sigma": self.sigma, "method": method, "learner": learner, "split": name}
-            self.curves.append(evaluate.curve(values_BT, **labels, metric=metric, axis=axis, ticks=list(ticks)))
+            self._trajectories.setdefault((method, learner, name, axis), []).append(values_BT)
+            self._ticks[method, learner, name, axis] = list(ticks)
         self.add(method, out["U"][-1], out["Q"][-1], learner=learner)
+
+    def finish(self) -> None:
+        """The table rows and curves over the seeds evaluated (the per-seed rows of `exact` stay as they are)."""
+        for method, learner in self._methods:
+            for name in ("U", "Q"):
+                row: dict[str, Any] = {"regime": self.regime, "sigma": self.sigma, "method": method, "learner": learner}
+                row["split"] = name
+                for (tag, split, metric), values in self.per_task.items():
+                    if (tag, split) == (tag_of(method, learner), name):
+                        summary = label_metrics.summary(np.stack(values))
+                        row[metric] = round(summary["mean"], 4)
+                        row[f"{metric}_ci"] = [round(summary["lo"], 4), round(summary["hi"], 4)]
+                        row["seeds"] = len(values)
+                self.rows.append(row)
+        for (method, learner, name, axis), values in self._trajectories.items():
+            labels = {"regime": self.regime, "sigma": self.sigma, "method": method, "learner": learner, "split": name}
+            self.curves.append(evaluate.curve(np.concatenate(values), **labels, metric=headline_metric(self.regime),
+                                              axis=axis, ticks=self._ticks[method, learner, name, axis],
+                                              seeds=len(values)))  # fmt: skip
+
+
+def tag_of(method: str, learner: str) -> str:
+    return method if learner in ("icl", "classical") else f"{method}:{learner}"
 
 
 def timed(log: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
@@ -276,7 +299,8 @@ def run_classification(res: Results, icl: tuple[Learner, Any], scale: Scale, met
         found_m = {name: labels[:b, :m] for name, labels in found.items()}
         exact = timed(log, "exact", lambda: joint.exact_alignment(learner, params, k, d.x_U[:b, :m], d.y_U[:b, :m], C,
                                                                   found_m))  # fmt: skip
-        row = {"regime": res.regime, "sigma": res.sigma, "method": "exact", "learner": "icl", "split": "U", "tasks": b}
+        row = {"regime": res.regime, "sigma": res.sigma, "method": "exact", "learner": "icl", "split": "U", "tasks": b,
+               "seed": res.seed}  # fmt: skip
         res.rows.append({**row, "points": m, **{name: round(value, 4) for name, value in exact.items()}})
 
 
@@ -303,6 +327,7 @@ class Unsupervised(spec.Experiment):
     figure = "unsupervised"
     scales = SCALES
     learners = ("protonet", "matchnet", "cnp")  # unsupervised ICL with these as the learner (anchored, main sigma)
+    takes_seeds = True  # pre-training seeds per learner and regime
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--methods", default=",".join(METHODS), help=f"a subset of {','.join(METHODS)}")
@@ -313,46 +338,64 @@ class Unsupervised(spec.Experiment):
         regimes = spec.parse_choices(ctx.args.regimes, REGIMES, "--regimes")
         scale, t0 = ctx.scale, time.perf_counter()
         others = ctx.learners if "learners" in methods and "anchored" in regimes else ()
+        seeds = list(range(ctx.seed, ctx.seed + (ctx.seeds or scale.seeds)))
         grid = jobs(scale, ctx.seed, regimes, others)
-        trained, summaries = {}, []
+        trained, summaries, runs = {}, [], {}
         for i, job in enumerate(grid):
+            keys = [f"{job.key}_seed{seed}" for seed in seeds]
+            configs = [run_config("unsupervised", job.learner, job.family, dataclasses.replace(job.cfg, seed=seed))
+                       for seed in seeds]  # fmt: skip
+            runs.update(zip(keys, configs, strict=True))
             if i >= len(grid) - len(others) and job.learner.init(jax.random.PRNGKey(0), job.family.spec) is None:
-                trained[job.key] = (job.learner, None)  # a closed-form rule: nothing to train
+                trained.update({(job.key, seed): (job.learner, None) for seed in seeds})  # closed form: no training
                 continue
-            params, info = study.train_job(job, ctx.root, ctx.progress)
-            trained[job.key] = (job.learner, params)
-            summaries.append(info)
-        icl = {job.train: trained[job.key] for job in grid[: len(grid) - len(others)]}
+            print(f"[{i + 1}/{len(grid)}] {job.learner.name} on {job.train}, seeds {seeds} (trained together): "
+                  f"{job.cfg.steps} steps -> {ctx.root / keys[0]}, ...")  # fmt: skip
+            results_S = study.train_seed_runs(job.learner, job.family, job.cfg, seeds, [ctx.root / k for k in keys],
+                                              configs, ctx.progress)  # fmt: skip
+            for seed, result in zip(seeds, results_S, strict=True):
+                trained[job.key, seed] = (job.learner, result.state.params)
+                last = result.history[-1]
+                metric = next(k for k in last if k.startswith("eval_"))
+                summaries.append({"train": job.train, "learner": job.learner.name, "seed": seed,
+                                  "steps": int(result.state.step), "train_wall_s": last["wall_s"],
+                                  metric: last[metric]})  # fmt: skip
         log: dict[str, float] = {"pretrain": round(time.perf_counter() - t0, 1)}
         results: dict[str, Results] = {}
-        key, main_sigma = jax.random.PRNGKey(ctx.seed), scale.sigmas[len(scale.sigmas) // 2]
+        main_sigma = scale.sigmas[len(scale.sigmas) // 2]
+        base = training_family(scale, "anchored")
         if "anchored" in regimes:
-            base = training_family(scale, "anchored")
-            compared = {name: trained[f"anchored__{name}"] for name in others}
             for sigma in scale.sigmas:
-                res = Results(regime_name(sigma), sigma, split(base.with_sigma(sigma), scale, ctx.seed), scale.classes)
-                key, k = jax.random.split(key)
-                run_classification(res, icl["anchored"], scale, methods, k, log, base.label_anchors(), compared,
-                                   sigma == main_sigma, ctx.progress)  # fmt: skip
-                results[res.regime] = res
+                name = regime_name(sigma)
+                results[name] = Results(name, sigma, split(base.with_sigma(sigma), scale, ctx.seed), scale.classes)
         if "symmetric" in regimes:
             family = training_family(scale, "symmetric")
-            res = Results("symmetric", family.sigma, split(family, scale, ctx.seed), scale.classes)
-            key, k = jax.random.split(key)
-            sym_methods = methods & {"sup_icl", "uicl", "kmeans", "em", "zero_shot"}
-            run_classification(res, icl["symmetric"], scale, sym_methods, k, log, None, {}, False, ctx.progress)
-            results["symmetric"] = res
+            results["symmetric"] = Results("symmetric", family.sigma, split(family, scale, ctx.seed), scale.classes)
         if "regression" in regimes:
             family = training_family(scale, "regression")
-            res = Results("regression", family.sigma, split(family, scale, ctx.seed), None)
-            key, k = jax.random.split(key)
-            run_regression(res, icl["regression"], scale, k, log)
-            results["regression"] = res
-        runs = {job.key: run_config("unsupervised", job.learner, job.family, job.cfg) for job in grid}
-        config = {"scale": ctx.scale_name, "seed": ctx.seed, "methods": sorted(methods), "regimes": list(regimes),
-                  "settings": scale.settings(), "runs": runs}  # fmt: skip
+            results["regression"] = Results("regression", family.sigma, split(family, scale, ctx.seed), None)
+        for seed in seeds:  # every method on the same held-out tasks with each seed's pre-trained learners
+            icl = {job.train: trained[job.key, seed] for job in grid[: len(grid) - len(others)]}
+            key = jax.random.PRNGKey(seed)
+            for res in results.values():
+                res.seed = seed
+                key, k = jax.random.split(key)
+                if res.regime.startswith("anchored"):
+                    compared = {name: trained[f"anchored__{name}", seed] for name in others}
+                    run_classification(res, icl["anchored"], scale, methods, k, log, base.label_anchors(), compared,
+                                       res.sigma == main_sigma, ctx.progress)  # fmt: skip
+                elif res.regime == "symmetric":
+                    sym_methods = methods & {"sup_icl", "uicl", "kmeans", "em", "zero_shot"}
+                    run_classification(res, icl["symmetric"], scale, sym_methods, k, log, None, {}, False,
+                                       ctx.progress)  # fmt: skip
+                else:
+                    run_regression(res, icl["regression"], scale, k, log)
+        for res in results.values():
+            res.finish()
+        config = {"scale": ctx.scale_name, "seed": ctx.seed, "seeds": seeds, "methods": sorted(methods),
+                  "regimes": list(regimes), "settings": scale.settings(), "runs": runs}  # fmt: skip
         doc = results_document("unsupervised", config, [c for r in results.values() for c in r.curves], ctx.seed)
-        per_task = {name: {"|".join(k): np.round(v, 5).tolist() for k, v in r.per_task.items()}
+        per_task = {name: {"|".join(k): np.round(np.stack(v), 5).tolist() for k, v in r.per_task.items()}
                     for name, r in results.items()}  # fmt: skip
         table = [row for r in results.values() for row in r.rows]
         return {**doc, "table": table, "run_summaries": summaries, "per_task": per_task, "time_s": log}
@@ -374,11 +417,14 @@ class Unsupervised(spec.Experiment):
             """On mean(a - b): its interval decides, or only its `upper` end, its `mean` or its sign-flip `p`."""
             d = label_metrics.paired_difference(vals(regime, a, metric), vals(regime, b, metric))
             d = {k: round(float(v), 4) for k, v in d.items()}
-            how = f"mean over tasks of {a} - {b} ({metric} on Q), paired task-bootstrap 95% interval"
-            how = {"upper": f"upper end of the {how}", "p": f"sign-flip test of {a} - {b}, 1000 patterns"}.get(use, how)
+            many = vals(regime, a, metric).ndim == 2 and len(vals(regime, a, metric)) > 1  # seeds x tasks
+            over, boot = ("seeds and tasks", "crossed seed x task bootstrap") if many else ("tasks", "task-bootstrap")
+            how = f"mean over {over} of {a} - {b} ({metric} on Q), paired {boot} 95% interval"
+            test = f"sign-flip test of {a} - {b}" + (" over tasks (seed means)" if many else "") + ", 1000 patterns"
+            how = {"upper": f"upper end of the {how}", "p": test}.get(use, how)
             estimate = {"upper": d["hi"], "p": d["p"], "mean": d["mean"]}.get(use, d["mean"])
             interval = (d["lo"], d["hi"]) if use == "interval" else None
-            return Claim(cid, text, estimate, compare, threshold, interval, len(vals(regime, a, metric)), how, pre)
+            return Claim(cid, text, estimate, compare, threshold, interval, vals(regime, a, metric).size, how, pre)
 
         def learns(regime: str) -> tuple[Claim, ...]:
             mse = regime == "regression"
@@ -395,7 +441,7 @@ class Unsupervised(spec.Experiment):
             pre, zs, sup = learns(regime), vals(regime, "zero_shot"), vals(regime, "sup_icl")
             learning.append(all(p.held for p in pre))
             text = f"supervised ICL beats zero-shot by >= {GAP_MIN}: a gap to recover"
-            gap = Claim(f"1_gap/{regime}", text, round(float(sup.mean() - zs.mean()), 4), ">=", GAP_MIN, None, len(zs))
+            gap = Claim(f"1_gap/{regime}", text, round(float(sup.mean() - zs.mean()), 4), ">=", GAP_MIN, None, zs.size)
             for method in (m for m in UNSUPERVISED if has(regime, m)):
                 at, mine = f"{regime}/{method}", vals(regime, method)
                 out.append(paired(f"1_beats_zero_shot/{at}", f"{method} beats zero-shot", regime, method,
@@ -404,14 +450,14 @@ class Unsupervised(spec.Experiment):
                                   method, "zero_shot", "<", P_MAX, pre, use="p"))  # fmt: skip
                 share = round(label_metrics.gap_recovered(mine, zs, sup), 4)
                 out.append(Claim(f"1_gap_recovered/{at}", f"{method} recovers >= {GAP_SHARE} of the gap to supervised "
-                                 "ICL", share, ">=", GAP_SHARE, None, len(mine), "(method - zero-shot) / (supervised "
+                                 "ICL", share, ">=", GAP_SHARE, None, mine.size, "(method - zero-shot) / (supervised "
                                  "ICL - zero-shot), means over tasks", (*pre, gap)))  # fmt: skip
                 a, b = label_metrics.summary(mine), label_metrics.summary(sup)
                 within = Claim(f"2_within_2_points/{at}", f"{method} within {ON_PAR} of supervised ICL",
-                               round(a["mean"] - b["mean"], 4), ">=", -ON_PAR, None, len(mine), "difference of means",
+                               round(a["mean"] - b["mean"], 4), ">=", -ON_PAR, None, mine.size, "difference of means",
                                pre)  # fmt: skip
                 overlap = Claim(f"2_intervals_overlap/{at}", f"{method}'s interval overlaps supervised ICL's",
-                                round(a["hi"] - b["lo"], 4), ">=", 0.0, None, len(mine), "upper end of its task-"
+                                round(a["hi"] - b["lo"], 4), ">=", 0.0, None, mine.size, "upper end of its task-"
                                 "bootstrap interval - lower end of supervised ICL's", pre)  # fmt: skip
                 out += [within, overlap]
                 on_par.append(bool(within.held and overlap.held))
@@ -433,12 +479,12 @@ class Unsupervised(spec.Experiment):
                               "zero_shot", ">", pre=pre))  # fmt: skip
             out.append(Claim(f"3_plateaus/{main}", f"unsupervised ICL plateaus: its last round moves < {PLATEAU}",
                              round(abs(curve["mean"][-1] - curve["mean"][-2]), 4), "<", PLATEAU, None,
-                             len(vals(main, "uicl")), "|last round's mean - the one before's|", pre))  # fmt: skip
+                             vals(main, "uicl").size, "|last round's mean - the one before's|", pre))  # fmt: skip
         if has(main, "uft_linear_gamma0", "uft_linear"):
             rate = vals(main, "uft_linear_gamma0", "collapsed").mean() - vals(main, "uft_linear", "collapsed").mean()
             out.append(Claim(f"4_collapses_without_entropy/{main}", f"linear fine-tuning collapses on >= {COLLAPSE} "
                              "more of the tasks without the entropy term (gamma 0; one of three signs)",
-                             round(float(rate), 4), ">=", COLLAPSE, None, len(vals(main, "uft_linear")),
+                             round(float(rate), 4), ">=", COLLAPSE, None, vals(main, "uft_linear").size,
                              "difference of the collapse rates", pre))  # fmt: skip
         for cid, a, b, text in (
             ("4_worse_without_entropy", "uft_linear_gamma0", "uft_linear", "fine-tuning is worse without the "
@@ -461,7 +507,9 @@ class Unsupervised(spec.Experiment):
         return out
 
     def report(self, doc: dict[str, Any]) -> None:
-        print("\ninductive accuracy on held-out queries Q (MSE for regression), mean [95% interval over tasks]:")
+        seeds = len(doc["config"].get("seeds", [doc["config"]["seed"]]))
+        print(f"\ninductive accuracy on held-out queries Q (MSE for regression), mean [95% interval over "
+              f"{f'{seeds} pre-training seeds and ' if seeds > 1 else ''}tasks]:")  # fmt: skip
         for row in (r for r in doc["table"] if r["split"] == "Q" and r["method"] != "exact"):
             metric = headline_metric(row["regime"], row["method"])
             name = f"{row['regime']:<20} {row['method']:<20} {row['learner']:<10} {metric:<14}"

@@ -217,23 +217,49 @@ def _check_bootstrap(resamples: int, level: float, name: str) -> None:
 
 def _values(value: Any, name: str) -> np.ndarray:
     arr = np.asarray(value, np.float64)
-    require(arr.ndim == 1 and arr.size >= 1, f"{name} must be an array [B] with B >= 1, got shape {arr.shape}")
+    require(
+        arr.ndim in (1, 2) and arr.size >= 1,
+        f"{name} must be an array [B] (tasks) or [S, B] (seeds x the same tasks), got shape {arr.shape}",
+    )
     return arr
 
 
 def summary(values_B: Any, resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, float]:
     """Mean over tasks with a percentile task-bootstrap interval, {"mean", "lo", "hi"} (`icl_meta.evaluate.bootstrap`
-    on the values as one position)."""
+    on the values as one position). Values [S, B] (S trained seeds, each on the same B tasks) get a crossed bootstrap:
+    each resample draws seeds and tasks with replacement, so the interval covers both sources of variation (one
+    seed: the task bootstrap itself)."""
     _check_bootstrap(resamples, level, "summary")
-    record = bootstrap(_values(values_B, "summary: values_B")[:, None], resamples, level, seed)
+    values = _values(values_B, "summary: values_B")
+    if values.ndim == 2 and values.shape[0] > 1:
+        return crossed_bootstrap(values, resamples, level, seed)
+    record = bootstrap(values.reshape(-1)[:, None], resamples, level, seed)
     return {key: float(record[key][0]) for key in ("mean", "lo", "hi")}
+
+
+def crossed_bootstrap(values_SB: np.ndarray, resamples: int, level: float, seed: int) -> dict[str, float]:
+    """Mean of [S, B] values (seeds crossed with tasks) with a percentile interval from resampling the seeds and the
+    tasks independently with replacement (the mean of each resampled S x B sub-table)."""
+    s, b = values_SB.shape
+    rng = np.random.default_rng((seed, 2))
+    weights_RS = rng.multinomial(s, np.full(s, 1.0 / s), size=resamples)
+    weights_RB = rng.multinomial(b, np.full(b, 1.0 / b), size=resamples)
+    means_R = np.einsum("rs,sb,rb->r", weights_RS, values_SB, weights_RB) / (s * b)
+    alpha = (1.0 - level) / 2.0
+    return {
+        "mean": float(values_SB.mean()),
+        "lo": float(np.quantile(means_R, alpha)),
+        "hi": float(np.quantile(means_R, 1.0 - alpha)),
+    }
 
 
 def paired_difference(
     a_B: Any, b_B: Any, resamples: int = 1000, level: float = 0.95, seed: int = 0
 ) -> dict[str, float]:
     """Two methods on the same B tasks: mean(a - b) with a percentile task-bootstrap interval (`summary` of the
-    differences) and a two-sided p-value from a sign-flip randomisation test, {"mean", "lo", "hi", "p"}.
+    differences) and a two-sided p-value from a sign-flip randomisation test, {"mean", "lo", "hi", "p"}. Values
+    [S, B] (seeds x the same tasks): the crossed bootstrap of `summary`, and the test on the seed means per task
+    (the tasks are the exchangeable units).
 
     The test: under H0 (a and b exchangeable within a task) each difference's sign is a coin flip, so p is the
     fraction of `resamples` random sign patterns whose |mean| is at least the observed one, counting the observed
@@ -246,14 +272,15 @@ def paired_difference(
         f"paired_difference: a_B and b_B must have one shape, got {a_arr.shape} and {b_arr.shape}",
     )
     _check_bootstrap(resamples, level, "paired_difference")
-    d_B = a_arr - b_arr
+    d = a_arr - b_arr
+    d_B = d.mean(0) if d.ndim == 2 else d
     signs_RB = np.random.default_rng((seed, 1)).choice(np.array([-1.0, 1.0]), size=(resamples, d_B.size))
     observed = abs(d_B.mean())
     null_R = np.abs(signs_RB @ d_B) / d_B.size
     # Ties (e.g. all differences 0) count as extreme; the tolerance absorbs the matmul's rounding.
     extreme = int(np.sum(null_R >= observed - 1e-12 * np.abs(d_B).max()))
     p = (1 + extreme) / (1 + resamples) if math.isfinite(observed) else math.nan
-    return {**summary(d_B, resamples, level, seed), "p": p}
+    return {**summary(d, resamples, level, seed), "p": p}
 
 
 __all__ = [

@@ -15,7 +15,17 @@ from jax.sharding import Mesh
 from icl_meta.contracts import Learner, TaskFamily
 from icl_meta.errors import require
 from icl_meta.parallel import replicate
-from icl_meta.train import PREQUENTIAL, TRAIN_STREAM, Objective, TrainConfig, init_state, stream_key, train_steps
+from icl_meta.train import (
+    PREQUENTIAL,
+    TRAIN_STREAM,
+    Objective,
+    TrainConfig,
+    init_state,
+    stack,
+    stream_key,
+    train_steps,
+    train_steps_seeds,
+)
 
 
 @dataclasses.dataclass
@@ -55,12 +65,23 @@ def compile_steps(
     num_steps: int,
     mesh: Mesh | None = None,
     objective: Objective = PREQUENTIAL,
+    seeds: int = 1,
 ) -> CompiledSteps:
-    """`train.train_steps` for `num_steps` fused steps, compiled ahead of time and timed."""
-    state = replicate(init_state(learner, family, cfg), mesh)
-    key = stream_key(cfg.seed, TRAIN_STREAM)
+    """`train.train_steps` for `num_steps` fused steps, compiled ahead of time and timed; with `seeds` > 1,
+    `train.train_steps_seeds` for that many seeds at once (a step then trains every seed)."""
+    require(seeds == 1 or mesh is None, "several seeds are timed on one device")
+    if seeds == 1:
+        state, key, step = (
+            replicate(init_state(learner, family, cfg), mesh),
+            stream_key(cfg.seed, TRAIN_STREAM),
+            train_steps,
+        )
+    else:
+        configs = [dataclasses.replace(cfg, seed=cfg.seed + i) for i in range(seeds)]
+        state = stack([init_state(learner, family, c) for c in configs])
+        key, step = stack([stream_key(c.seed, TRAIN_STREAM) for c in configs]), train_steps_seeds
     t0 = time.perf_counter()
-    lowered = train_steps.lower(
+    lowered = step.lower(
         state, key, learner=learner, family=family, cfg=cfg.step_settings(), num_steps=num_steps, mesh=mesh,
         objective=objective,
     )  # fmt: skip

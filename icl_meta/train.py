@@ -539,7 +539,7 @@ def _train(
                 member.run.truncate_metrics(int(states[i].step))  # lines logged after the last checkpoint are redone
     for member in members:
         member.history = member.run.metrics() if member.run is not None else []
-    state = replicate(_stack(states) if batched else states[0], mesh)
+    state = replicate(stack(states) if batched else states[0], mesh)
 
     def seed_state(i: int) -> TrainState:
         return jax.tree_util.tree_map(lambda leaf: leaf[i], state) if batched else state
@@ -656,6 +656,6 @@ def _train(
     return results
 
 
-def _stack(trees: Sequence[Any]) -> Any:
+def stack(trees: Sequence[Any]) -> Any:
     """Pytrees of one structure stacked leaf by leaf on a new leading (seed) axis."""
     return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)

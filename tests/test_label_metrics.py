@@ -193,6 +193,30 @@ def test_paired_difference() -> None:
     assert flipped["hi"] < 0 and flipped["p"] < 0.01
 
 
+def test_seeds_by_tasks_get_a_crossed_bootstrap() -> None:
+    """[S, B] values (seeds x the same tasks): one seed is the task bootstrap; a spread between seeds widens the
+    interval beyond the task bootstrap of the pooled values; the interval is the quantiles of resampled sub-tables."""
+    rng = np.random.default_rng(9)
+    tasks_B = rng.random(30)
+    assert summary(tasks_B[None], 500, 0.9, 3) == summary(tasks_B, 500, 0.9, 3)
+    values_SB = tasks_B + np.array([[-0.2], [0.0], [0.2]]) + 0.01 * rng.normal(size=(3, 30))
+    crossed, pooled = summary(values_SB), summary(values_SB.reshape(-1))
+    assert crossed["mean"] == pytest.approx(values_SB.mean()) and pooled["mean"] == pytest.approx(values_SB.mean())
+    assert crossed["hi"] - crossed["lo"] > 2 * (pooled["hi"] - pooled["lo"])
+    # the same resampling written out: seeds and tasks drawn independently, the sub-table's mean
+    draws = np.random.default_rng((0, 2))
+    seeds_RS = draws.multinomial(3, np.full(3, 1 / 3), size=1000)
+    tasks_RB = draws.multinomial(30, np.full(30, 1 / 30), size=1000)
+    means_R = [seeds_RS[r] @ values_SB @ tasks_RB[r] / 90 for r in range(1000)]
+    assert crossed["lo"] == pytest.approx(np.quantile(means_R, 0.025))
+    assert crossed["hi"] == pytest.approx(np.quantile(means_R, 0.975))
+    # paired: the same resampling on the differences, the sign-flip test on the seed means per task
+    other_SB = values_SB - 0.05
+    paired = paired_difference(values_SB, other_SB)
+    assert paired["mean"] == pytest.approx(0.05) and paired["lo"] == pytest.approx(0.05)
+    assert paired["p"] == paired_difference(values_SB.mean(0), other_SB.mean(0))["p"]
+
+
 @pytest.mark.parametrize(
     ("call", "needle"),
     [
@@ -205,6 +229,7 @@ def test_paired_difference() -> None:
         (lambda: paired_difference([1.0, 2.0], [1.0]), "a_B and b_B must have one shape, got (2,) and (1,)"),
         (lambda: paired_difference([1.0], [1.0], level=1.0), "paired_difference: level must be a number in (0, 1)"),
         (lambda: summary([1.0], resamples=0), "summary: resamples must be an integer >= 1, got 0"),
+        (lambda: summary(np.ones((2, 2, 2))), "summary: values_B must be an array [B] (tasks) or [S, B]"),
         (lambda: gap_recovered(1, 0, 1, min_gap=-1), "gap_recovered: min_gap must be a finite number >= 0"),
     ],
 )

@@ -35,7 +35,7 @@ def test_literal_loop_equals_prefix_and_causal_protocols(name):
 def test_smoke_benchmark_writes_every_row_and_field(tmp_path):
     out = tmp_path / "throughput.json"
     args = ["--scale", "smoke", "--presets", "paper", "--protocols", "loop", "causal", "--scan-steps", "1"]
-    args += ["--min-time", "0", "--devices", "2"]
+    args += ["--min-time", "0", "--devices", "2", "--no-seeds"]
     quality = ["--recipes", "fast", "--quality-steps", "25"]  # not enough to reach 0.925: the row says so
     throughput.main([*args, *quality, "--peak-size", "512", "--no-progress", "--out", str(out)])
     doc = json.loads(out.read_text())
@@ -66,8 +66,41 @@ def test_smoke_benchmark_writes_every_row_and_field(tmp_path):
     assert doc["machine"]["backend"] == "cpu" and doc["peak_flops_per_s"] > 0
 
 
+@pytest.mark.slow  # compiles a meta-step per S
+def test_seeds_rows_time_s_seeds_in_one_program_and_merge_into_the_document(tmp_path):
+    out = tmp_path / "throughput.json"
+    out.write_text(json.dumps({"experiment": "throughput", "rows": [{"kept": True}]}))
+    argv = [
+        "--scale",
+        "smoke",
+        "--seeds-only",
+        "--seed-models",
+        "fig6_m2icl",
+        "paper_causal",
+        "--seed-counts",
+        "2",
+        "1",
+    ]
+    throughput.main([*argv, "--min-time", "0", "--peak-size", "256", "--no-progress", "--out", str(out)])
+    doc = json.loads(out.read_text())
+    assert doc["rows"] == [{"kept": True}] and doc["seeds_run"]["peak_flops_per_s"] > 0
+    rows = {(r["model"], r["seeds"]): r for r in doc["seeds"]}
+    assert set(rows) == {(m, s) for m in ("fig6_m2icl", "paper_causal") for s in (1, 2)}
+    for (model, seeds), row in rows.items():
+        one = rows[model, 1]
+        assert row["step_s"] > 0 and row["per_seed_step_s"] == pytest.approx(row["step_s"] / seeds, abs=1e-6)
+        assert row["per_seed_vs_one"] == (None if seeds == 1 else pytest.approx(
+            row["per_seed_step_s"] / one["per_seed_step_s"], rel=1e-2))  # fmt: skip
+        # one program for S seeds does S seeds' arithmetic
+        assert row["flops_per_step"] == pytest.approx(seeds * one["flops_per_step"], rel=0.15)
+    with pytest.raises(ConfigError, match="seed-models"):
+        throughput.main(["--seeds-only", "--seed-models", "nothing", "--out", str(out)])
+
+
 def test_bad_benchmark_options():
     with pytest.raises(ConfigError, match="scan-steps"):
         throughput.main(["--scan-steps", "0"])
     with pytest.raises(ConfigError, match="protocol"):
         throughput.main(["--protocols", "sideways"])
+    with pytest.raises(ConfigError, match="seed-counts"):
+        throughput.main(["--seed-counts", "0"])

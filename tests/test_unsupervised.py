@@ -143,9 +143,16 @@ def test_smoke_scale_end_to_end(tmp_path):
     uicl_q = next(c for c in rounds if c["regime"] == "anchored_sigma0.8" and c["split"] == "Q")
     assert uicl_q["mean"][0] == pytest.approx(zero_shot["accuracy"], abs=1e-4)
     assert steps[1]["mean"][0] == pytest.approx(zero_shot["accuracy"], abs=1e-4)
-    per_task = doc["per_task"]["anchored_sigma0.8"]
-    assert len(per_task["uicl|Q|accuracy"]) == unsupervised.SCALES["smoke"].tasks
+    per_task = doc["per_task"]["anchored_sigma0.8"]  # [seeds][tasks]: every pre-training seed on the same tasks
+    smoke = unsupervised.SCALES["smoke"]
+    assert np.shape(per_task["uicl|Q|accuracy"]) == (smoke.seeds, smoke.tasks) and doc["config"]["seeds"] == [0, 1]
     assert np.mean(per_task["zero_shot|Q|accuracy"]) == pytest.approx(zero_shot["accuracy"], abs=1e-4)
+    assert zero_shot["seeds"] == smoke.seeds
+    lo, hi = zero_shot["accuracy_ci"]  # the crossed seed x task bootstrap of the [seeds, tasks] values
+    crossed = label_metrics.summary(np.asarray(per_task["zero_shot|Q|accuracy"]))
+    assert (lo, hi) == (pytest.approx(crossed["lo"], abs=1e-4), pytest.approx(crossed["hi"], abs=1e-4))
+    runs = {p.name for p in (tmp_path / "runs").iterdir() if (p / "config.json").exists()}
+    assert {"anchored__icl_seed0", "anchored__icl_seed1", "symmetric__icl_seed1", "anchored__cnp_seed1"} <= runs
     # every old claim is there in the one schema, its estimate recomputed from the per-task values
     claims = {r["id"]: r for r in doc["claims"]}
     assert all(problems(r) == [] for r in doc["claims"])
