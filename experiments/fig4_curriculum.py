@@ -16,8 +16,9 @@ claim ids ending in __NAME. Runs: `--out` (default runs/fig4/SCALE), resumed or 
 
 Scales. smoke: d=3, 7 points, width 16, 1 layer, 30 steps, 2 seeds. cpu: d=8, 17 points, GPT-2 64 wide / 4 layers /
 4 heads, batch 64, Adam 1e-3 (200 warm-up steps), dims 2 -> 8 (+1 every 250 steps), 5,000 steps, checkpoints 2,000
-and 5,000, 4 seeds (~31 min on 2 cores). paper: d=20, 41 points, GPT-2 256/12/8, Adam 1e-4, dims 5 -> 20 (+1 every
-10k), 500k steps, checkpoints 200k and 500k (a GPU job). Measured results: docs/results.md.
+and 5,000, 8 seeds per arm, each arm's trained as one program (~70 min on 2 cores; 4 seeds took ~31 min). paper:
+d=20, 41 points, GPT-2 256/12/8, Adam 1e-4, dims 5 -> 20 (+1 every 10k), 500k steps, checkpoints 200k and 500k (a GPU
+job). Measured results: docs/results.md.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ SCALES: dict[str, CurriculumScale] = {
     ),
     "cpu": CurriculumScale(
         d=8, n=17, width=64, depth=4, heads=4, batch=64, lr=1e-3, warmup=200, steps=5000, start_dims=2, interval=250,
-        checkpoints=(2000, 5000), eval_every=100, eval_tasks=1024, test_tasks=1280, seeds=4,
+        checkpoints=(2000, 5000), eval_every=100, eval_tasks=1024, test_tasks=1280, seeds=8,
     ),
     "paper": CurriculumScale(
         d=20, n=41, width=256, depth=12, heads=8, batch=64, lr=1e-4, warmup=0, steps=500_000, start_dims=5,

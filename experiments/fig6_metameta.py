@@ -1,7 +1,7 @@
 """Figure 6: meta-level meta-learning (M2-ICL) against plain ICL for few-task domain adaptation.
 
     icl-meta reproduce fig6 --scale cpu
-    python -m experiments.fig6_metameta --scale cpu --seeds 2
+    python -m experiments.fig6_metameta --scale cpu --seeds 2     # fewer seeds per arm than the scale's 4
     python -m experiments.fig6_metameta --scale cpu --diagnose 2000   # the meta-training diagnosis instead
 
 Two GPT-2-style in-context learners (`common.gpt2`) are trained on domain-structured linear regression
@@ -20,8 +20,9 @@ runs/fig6/SCALE); fig6_metameta_SCALE.{json,png} go to `--figures`. `--diagnose 
 `DIAGNOSES` variants with the meta-training diagnostics instead: fig6_diagnostics_SCALE.{json,png}.
 
 Scales: smoke (a tiny model, 4 steps; ~30 s); cpu (d=3, 7 points, GPT-2 64/3/2, 16 + 16 tasks, 3 inner steps,
-training task scale 1 and the outer gradient clipped at 1, 12,000 steps, t = 16, 64, 256, 24 test domains; ~26 min on
-2 cores); paper (the reference's d=5, GPT-2 256/12/8, task scale 8, 100k steps; a GPU job). Why the cpu scale departs
+training task scale 1 and the outer gradient clipped at 1, 12,000 steps, t = 16, 64, 256, 24 test domains, 4 seeds per
+arm trained as one program; ~63 min on 2 cores, estimated from the seeds rows of the benchmark: one seed per arm took
+~26 min); paper (the reference's d=5, GPT-2 256/12/8, task scale 8, 100k steps; a GPU job). Why the cpu scale departs
 from the reference, and the measured results: docs/results.md.
 """
 
@@ -122,7 +123,7 @@ SCALES: dict[str, Scale] = {
     "cpu": Scale(
         d=3, n=7, width=64, depth=3, heads=2, support=16, query=16, inner_steps=3, inner_lr=0.01, first_order=False,
         lr=1e-3, steps=12_000, scan_steps=50, eval_every=500, eval_tasks=1024, pools=(16, 64, 256), test_domains=24,
-        queries=256, adapt_lr=1e-3, adapt_steps_m2icl=50, adapt_steps_icl=20, adapt_batch=64, seeds=1,
+        queries=256, adapt_lr=1e-3, adapt_steps_m2icl=50, adapt_steps_icl=20, adapt_batch=64, seeds=4,
         task_scale=1.0, grad_clip=1.0,
     ),
     "paper": Scale(

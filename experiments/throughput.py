@@ -281,7 +281,8 @@ def seed_rows(args: argparse.Namespace, peak: float, k: int = 10) -> list[dict[s
     """Per model and S in `--seed-counts` (default `SEED_COUNTS`): S seeds trained as one program
     (`train.train_steps_seeds`, K=10 fused steps), measured side by side in this process. `step_s` is the wall time
     of one step of all S seeds together, `per_seed_step_s` that over S, `per_seed_vs_one` the latter over the S=1
-    row's."""
+    row's; `bytes_per_step` (XLA's bytes accessed), `bytes_per_s` and `temp_mib` (the working set) show whether a
+    step is bound by memory traffic."""
     rows: list[dict[str, Any]] = []
     models = seed_models(args.scale)
     unknown = sorted(set(args.seed_models or ()) - set(models))
@@ -289,7 +290,8 @@ def seed_rows(args: argparse.Namespace, peak: float, k: int = 10) -> list[dict[s
     jobs = [(name, seeds) for name in (args.seed_models or models) for seeds in args.seed_counts]
     for name, seeds in tqdm(jobs, unit="row", dynamic_ncols=True, disable=args.no_progress):
         learner, family, cfg, objective = models[name]
-        flops = compile_steps(learner, family, cfg, 1, objective=objective, seeds=seeds).flops_per_step()
+        single = compile_steps(learner, family, cfg, 1, objective=objective, seeds=seeds)
+        flops, traffic, temp = single.flops_per_step(), single.bytes_per_step(), single.temp_bytes()
         steps = compile_steps(learner, family, cfg, k, objective=objective, seeds=seeds)
         step_s = 1.0 / steps.steps_per_second(args.min_time)
         one = next((r for r in rows if r["model"] == name and r["seeds"] == 1), None)
@@ -298,7 +300,8 @@ def seed_rows(args: argparse.Namespace, peak: float, k: int = 10) -> list[dict[s
             "step_s": round(step_s, 6), "per_seed_step_s": round(step_s / seeds, 6),
             "per_seed_vs_one": None if one is None else round(step_s / seeds / one["per_seed_step_s"], 3),
             "compile_s": round(steps.compile_s, 2), "flops_per_step": flops,
-            "peak_fraction": round(flops / step_s / peak, 5),
+            "peak_fraction": round(flops / step_s / peak, 5), "bytes_per_step": traffic,
+            "temp_mib": round(temp / 2**20, 1), "bytes_per_s": round(traffic / step_s),
         })  # fmt: skip
         tqdm.write(format_seed_row(rows[-1]))
     return rows

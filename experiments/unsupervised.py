@@ -14,7 +14,8 @@ supervised ICL, unsupervised ICL (T rounds), unsupervised fine-tuning (low-rank 
 inference on small subsets, k-means, EM, anchored k-means, the Bayes-optimal learner, and at the main sigma the
 ablations (uniform sampling, R=1, gamma, N) and unsupervised ICL with the `--learners`.
 
-Scales: smoke ~1-2 min on a 2-core CPU; cpu ~14 min (pre-training ~5 of them); paper: more tasks, larger learners (a
+Scales: smoke (2 seeds) ~1-2 min on a 2-core CPU; cpu (3 pre-training seeds, trained together; every method on each)
+~42 min, estimated (one seed took ~14 min, pre-training ~5 of them); paper: more tasks, larger learners (a
 GPU job). Writes figures/unsupervised_SCALE.json (curves per round and fine-tuning step, the table of final metrics,
 the per-task values, the claims) and PNGs per round, per step and per method. Measured results: docs/results.md.
 """

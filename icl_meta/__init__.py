@@ -10,4 +10,4 @@ from icl_meta.contracts import Episode, Learner, TaskFamily, TaskSpec
 from icl_meta.errors import ConfigError
 
 __all__ = ["ConfigError", "Episode", "Learner", "TaskFamily", "TaskSpec"]
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -40,10 +40,22 @@ class CompiledSteps:
 
     def flops_per_step(self) -> float:
         """XLA's FLOP count of a single compiled step (of several fused ones, XLA may count the scan body once)."""
-        require(self.num_steps == 1, "FLOPs per step come from a compiled single step (compile_steps(..., 1))")
+        return self._cost("flops")
+
+    def bytes_per_step(self) -> float:
+        """XLA's count of the bytes a single compiled step's operations read and write (an upper bound on its memory
+        traffic: what stays in cache is counted too)."""
+        return self._cost("bytes accessed")
+
+    def temp_bytes(self) -> int:
+        """The compiled program's temporary buffers (its working set beside the arguments)."""
+        return int(self.compiled.memory_analysis().temp_size_in_bytes)
+
+    def _cost(self, key: str) -> float:
+        require(self.num_steps == 1, "costs per step come from a compiled single step (compile_steps(..., 1))")
         analysis = self.compiled.cost_analysis()
         analysis = analysis[0] if isinstance(analysis, list) else analysis
-        return float(analysis.get("flops", float("nan")))
+        return float(analysis.get(key, float("nan")))
 
     def steps_per_second(self, min_time: float = 0.0, min_calls: int = 2) -> float:
         """One warm-up call, then calls, each blocked on, for at least `min_calls` and `min_time` seconds."""

@@ -91,6 +91,8 @@ def test_seeds_rows_time_s_seeds_in_one_program_and_merge_into_the_document(tmp_
         assert row["step_s"] > 0 and row["per_seed_step_s"] == pytest.approx(row["step_s"] / seeds, abs=1e-6)
         assert row["per_seed_vs_one"] == (None if seeds == 1 else pytest.approx(
             row["per_seed_step_s"] / one["per_seed_step_s"], rel=1e-2))  # fmt: skip
+        assert row["bytes_per_step"] > 0 and row["temp_mib"] > 0
+        assert row["bytes_per_s"] == pytest.approx(row["bytes_per_step"] / row["step_s"], rel=1e-3)
         # one program for S seeds does S seeds' arithmetic
         assert row["flops_per_step"] == pytest.approx(seeds * one["flops_per_step"], rel=0.15)
     with pytest.raises(ConfigError, match="seed-models"):
