@@ -241,6 +241,8 @@ def decisions(claims: Sequence[Claim]) -> list[str]:
             verdict = "not tested (a precondition failed)"
         elif claim.held:
             verdict = f"the curriculum helps: {claim.estimate:.4g} [{lo:.4g}, {hi:.4g}]"
+        elif hi < 0:
+            verdict = f"the curriculum hurts: {claim.estimate:.4g} [{lo:.4g}, {hi:.4g}]"
         elif equivalent.held:
             verdict = f"no practical difference: [{lo:.4g}, {hi:.4g}] lies inside +-{equivalent.threshold:g}"
         else:

@@ -36,5 +36,11 @@ class Checkpointer:
                 f"and task of its config.json ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
             ) from None
 
+    def delete_after(self, step: int | None) -> None:
+        """Delete every checkpoint after `step` (all of them for None)."""
+        for saved in self.manager.all_steps():
+            if step is None or saved > step:
+                self.manager.delete(saved)
+
     def close(self) -> None:
         self.manager.close()

@@ -115,23 +115,27 @@ class RunDir:
                     self.lock_path.unlink()
                 os.close(fd)  # closing releases the flock
 
-    def start(self, config: dict[str, Any], resume: bool) -> None:
-        """Create the directory and write config.json first; on resume, the saved config must match."""
+    def check_start(self, config: dict[str, Any], resume: bool) -> None:
+        """Raise the ConfigError that `start` would, writing nothing: a new run needs a free directory, a resumed one
+        a config.json that matches."""
         if resume:
             if not self.config_path.exists():
                 raise ConfigError(f"--resume: no run at {self.path} (config.json missing)")
-            saved = read_json(self.config_path)
-            changed = _differences(_comparable(saved), _comparable(config))
+            changed = _differences(_comparable(read_json(self.config_path)), _comparable(config))
             if changed:
                 raise ConfigError(
                     f"--resume: {', '.join(changed)} differ from {self.config_path}; resume with the same settings"
                 )
-            write_json(self.config_path, config)  # only the step budget may have changed
             return
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"--out {self.path} is a file, not a directory")
         if self.config_path.exists():
             raise ConfigError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
+
+    def start(self, config: dict[str, Any], resume: bool) -> None:
+        """Create the directory and write config.json first; on resume, the saved config must match (only the step
+        budget may change)."""
+        self.check_start(config, resume)
         self.path.mkdir(parents=True, exist_ok=True)
         write_json(self.config_path, config)
 

@@ -518,23 +518,32 @@ def _train(
     batched = len(seeds) > 1
     members: list[_Seed] = []
     states = []
+    run_configs = []
+    for i in range(len(seeds)):
+        config = dict((configs or [None] * len(seeds))[i] or {})
+        if objective.config() is not None:
+            config["objective"] = objective.config()
+        run_configs.append(config)
+    for checked, config in zip(runs or (), run_configs, strict=False):
+        checked.check_start(config, resume=resume)  # every seed's directory before any is written
     for i, seed in enumerate(seeds):
         seed_cfg = dataclasses.replace(cfg, seed=seed)
         run = None if runs is None else runs[i]
         checkpointer = None
         if run is not None:
-            config = dict((configs or [None] * len(seeds))[i] or {})
-            if objective.config() is not None:
-                config["objective"] = objective.config()
-            run.start(config, resume=resume)
+            run.start(run_configs[i], resume=resume)
             checkpointer = Checkpointer(run.checkpoint_dir)
         members.append(_Seed(seed_cfg, run, checkpointer, [], eval_episode(family, seed_cfg)))
         states.append(init_state(learner, family, seed_cfg, init_params))
     if runs is not None and resume:
         step = _common_checkpoint([m.checkpointer for m in members if m.checkpointer is not None])
         for i, member in enumerate(members):
-            if step is not None and member.checkpointer is not None:
-                states[i] = member.checkpointer.restore(states[i], step=step)
+            if member.checkpointer is not None:
+                # A seed saved past the common step (a kill between the seeds' saves) drops those checkpoints: its
+                # metrics go back to the common step too, and orbax would skip saving a step it already holds.
+                member.checkpointer.delete_after(step)
+                if step is not None:
+                    states[i] = member.checkpointer.restore(states[i], step=step)
             if member.run is not None:
                 member.run.truncate_metrics(int(states[i].step))  # lines logged after the last checkpoint are redone
     for member in members:
@@ -609,9 +618,10 @@ def _train(
             objective=objective,
         )  # fmt: skip
         losses_SK = np.asarray(chunk_losses).reshape(len(seeds), num)
+        all_finite = np.isfinite(losses_SK).all() and params_finite(state.params)  # one check of every seed
         for i, member in enumerate(members):
             finite = np.isfinite(losses_SK[i])
-            if not finite.all() or not params_finite(seed_state(i).params):
+            if not all_finite and (not finite.all() or not params_finite(seed_state(i).params)):
                 bad = step + (int(np.argmin(finite)) if not finite.all() else num)
                 last = member.checkpointer.latest_step() if member.checkpointer else None
                 kept = f"; the last checkpoint (step {last}) is kept" if last is not None else ""

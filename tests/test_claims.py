@@ -84,7 +84,7 @@ def test_the_claims_command_prints_each_verdict_and_refuses_a_tampered_file(tmp_
 
     assert main(["claims", str(FIGURES / "fig4_curriculum_cpu.json")]) == 0
     out = capsys.readouterr().out
-    assert "2 claims (1 hold, 1 do not, 0 untested)" in out and "T9_error_at_step_2000: holds" in out
+    assert "4 claims (1 hold, 1 do not, 2 untested)" in out and "T9_error_at_step_2000: holds" in out
     doc = json.loads((FIGURES / "fig4_curriculum_cpu.json").read_text())
     doc["claims"][0]["held"] = not doc["claims"][0]["held"]
     (tmp_path / "tampered.json").write_text(json.dumps(doc))

@@ -89,11 +89,11 @@ def test_every_seed_has_its_own_run_directory(batched_run):
 
 
 def test_one_compilation_serves_every_seed():
-    before = train_steps_seeds._cache_size()
     cfg = dataclasses.replace(CFG, steps=10, eval_every=5, scan_steps=5, eval_tasks=16)
     train_seeds(LEARNER, FAMILY, cfg, (3, 4, 5), progress=False)
+    compiled = train_steps_seeds._cache_size()
     train_seeds(LEARNER, FAMILY, cfg, (6, 7, 8), progress=False)  # other seeds, same shapes: no new program
-    assert train_steps_seeds._cache_size() <= before + 1
+    assert train_steps_seeds._cache_size() == compiled
 
 
 @pytest.mark.parametrize("until", [20, 25])  # at a checkpoint, and between checkpoints (a graceful stop)
@@ -123,6 +123,36 @@ def test_batched_resume_continues_from_the_last_step_every_seed_saved(batched_ru
     for run, full_run, mine, theirs in zip(runs, full_runs, resumed, full, strict=True):
         assert_equal_trees(mine.state.params, theirs.state.params)
         assert strip_wall(run.metrics()) == strip_wall(full_run.metrics())
+
+
+def test_a_seed_resumed_alone_after_a_batched_resume_from_an_earlier_step_logs_every_evaluation(batched_run, tmp_path):
+    """Seed 0 saved step 20, seeds 1 and 2 did not; the batched resume goes back to step 10 for all and stops at 15.
+    Seed 0's later checkpoint is gone with its log lines, so resumed alone it continues from 15, not from a stale 20
+    whose log line was cut."""
+    full_runs, _ = batched_run
+    runs = [RunDir(tmp_path / f"seed{s}") for s in SEEDS]
+    configs = [{"train": "cfg", "seed": s} for s in SEEDS]
+    train_seeds(LEARNER, FAMILY, CFG, SEEDS, runs, configs, progress=False, until=10)
+    train_seeds(LEARNER, FAMILY, CFG, SEEDS, runs, configs, resume=True, progress=False, until=20)
+    for run in runs[1:]:
+        shutil.rmtree(run.checkpoint_dir / "20")
+    train_seeds(LEARNER, FAMILY, CFG, SEEDS, runs, configs, resume=True, progress=False, until=15)
+    assert sorted(int(p.name) for p in runs[0].checkpoint_dir.iterdir() if p.name.isdigit()) == [10, 15]
+    train(LEARNER, FAMILY, CFG, runs[0], configs[0], resume=True, progress=False)
+    mine, theirs = strip_wall(runs[0].metrics()), strip_wall(full_runs[0].metrics())
+    assert [r["step"] for r in mine] == [r["step"] for r in theirs] == [0, 10, 20, 30]
+    for a, b in zip(mine, theirs, strict=True):
+        assert a.keys() == b.keys()
+        np.testing.assert_allclose(a["eval_accuracy"], b["eval_accuracy"], rtol=RTOL)
+
+
+def test_no_directory_is_written_when_one_seed_cannot_start(tmp_path):
+    taken = RunDir(tmp_path / "seed2")
+    taken.start({"train": "other"}, resume=False)
+    runs = [RunDir(tmp_path / "seed1"), taken]
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train_seeds(LEARNER, FAMILY, CFG, [1, 2], runs, [{"train": "cfg"}] * 2, progress=False)
+    assert not runs[0].config_path.exists()
 
 
 def test_a_seed_of_a_batched_run_resumes_alone(batched_run, tmp_path):
